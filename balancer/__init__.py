@@ -1,0 +1,1 @@
+"""siocluster balancer: the sticky reverse proxy on the public port."""

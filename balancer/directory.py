@@ -1,0 +1,21 @@
+"""The balancer's view of the workers: the interface the supervisor implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .routing import WorkerView
+
+__all__ = ["WorkerDirectory"]
+
+
+class WorkerDirectory(Protocol):
+    @property
+    def engineio_path(self) -> str: ...
+
+    def views(self) -> Sequence[WorkerView]: ...
+
+    def socket_path(self, slot: int, generation: int) -> str: ...
+
+    def note_handshake(self, slot: int, generation: int) -> None: ...

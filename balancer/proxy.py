@@ -1,0 +1,261 @@
+"""The public listener: an aiohttp reverse proxy that routes every request by sid.
+
+Each request is routed on its own (:func:`balancer.routing.route`), so one
+keep-alive client connection can carry requests of sessions that live on
+different workers.  Plain HTTP (long-polling and the app's own routes) goes
+to the owning worker's Unix socket over a pooled keep-alive
+:class:`aiohttp.ClientSession`, one per worker generation, with no connection
+cap (a cap would queue long-polls behind each other).  WebSocket upgrades are
+handed to :mod:`balancer.tunnel`.
+
+Request bodies always reach the worker with a Content-Length: python-engineio
+reads ``CONTENT_LENGTH`` and would see a chunked body as empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from supervisor.config import BalancerConfig, LimitsConfig
+
+from .directory import WorkerDirectory
+from .forwarding import TrustedProxies, resolve_client
+from .routing import Forward, Reject, extract_sid, route
+from .tunnel import tunnel_upgrade
+
+__all__ = ["Balancer", "BalancerStats"]
+
+log = logging.getLogger("siocluster.balancer")
+
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Content-Length",
+        "X-Forwarded-For",
+        "X-Forwarded-Proto",
+    )
+)
+_STREAM_BODY_OVER = 256 * 1024
+
+
+@dataclass
+class BalancerStats:
+    requests: int = 0
+    handshakes: int = 0
+    session_unknown: int = 0
+    no_worker: int = 0
+    upstream_errors: int = 0
+    too_large: int = 0
+    upgrades: int = 0
+    tunnels_active: int = 0
+    per_slot_requests: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "handshakes": self.handshakes,
+            "session_unknown_400": self.session_unknown,
+            "no_worker_503": self.no_worker,
+            "upstream_errors_502": self.upstream_errors,
+            "too_large_413": self.too_large,
+            "upgrades": self.upgrades,
+            "tunnels_active": self.tunnels_active,
+        }
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"code": status, "message": message}, status=status)
+
+
+def forward_headers(
+    items: Iterable[tuple[str, str]], client: str, proto: str
+) -> CIMultiDict[str]:
+    """Request headers for the worker: Host kept, hop-by-hop dropped, forwarded set."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        if name.lower() not in HOP_BY_HOP:
+            out.add(name, value)
+    out["X-Forwarded-For"] = client
+    out["X-Forwarded-Proto"] = proto
+    return out
+
+
+class Balancer:
+    def __init__(
+        self, config: BalancerConfig, limits: LimitsConfig, directory: WorkerDirectory
+    ) -> None:
+        self.config = config
+        self.limits = limits
+        self.directory = directory
+        self.stats = BalancerStats()
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self._sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=config.connect_timeout_s,
+            sock_read=config.upstream_timeout_s,
+        )
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.limits.max_message_bytes)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.on_cleanup.append(self._close_sessions)
+        return app
+
+    async def _close_sessions(self, _app: web.Application | None = None) -> None:
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        for s in sessions:
+            await s.close()
+
+    def forget(self, slot: int, generation: int) -> None:
+        """Drop the pool of a worker that is gone."""
+        session = self._sessions.pop((slot, generation), None)
+        if session is not None:
+            asyncio.get_running_loop().create_task(session.close())
+
+    def _session(self, slot: int, generation: int) -> aiohttp.ClientSession:
+        session = self._sessions.get((slot, generation))
+        if session is not None:
+            return session
+        connector = aiohttp.UnixConnector(
+            path=self.directory.socket_path(slot, generation), limit=0, keepalive_timeout=60.0
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        )
+        self._sessions[(slot, generation)] = session
+        return session
+
+    def client_address(self, request: web.Request) -> str:
+        peer = request.remote or ""
+        if not self.trusted:
+            return peer
+        return resolve_client(peer, request.headers.get("X-Forwarded-For"), self.trusted)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.stats.requests += 1
+        sid = extract_sid(request.query_string)
+        decision = route(sid, self.directory.views())
+        if isinstance(decision, Reject):
+            if decision.status == 400:
+                self.stats.session_unknown += 1
+            else:
+                self.stats.no_worker += 1
+            return web.Response(
+                status=decision.status, body=decision.body, content_type=decision.content_type
+            )
+        if decision.new_session and request.path == self.directory.engineio_path:
+            self.directory.note_handshake(decision.slot, decision.generation)
+            self.stats.handshakes += 1
+        client = self.client_address(request)
+        proto = request.scheme
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            self.stats.upgrades += 1
+            self.stats.tunnels_active += 1
+            try:
+                return await tunnel_upgrade(
+                    request,
+                    self.directory.socket_path(decision.slot, decision.generation),
+                    client=client,
+                    proto=proto,
+                    connect_timeout_s=self.config.connect_timeout_s,
+                )
+            finally:
+                self.stats.tunnels_active -= 1
+        return await self._forward(request, decision, client, proto)
+
+    async def _read_body(self, request: web.Request) -> bytes | None | web.Response:
+        """The body to send on, or None to stream it, or an error response."""
+        if not request.body_exists:
+            return b""
+        length = request.content_length
+        limit = self.limits.max_message_bytes
+        if length is not None:
+            if length > _STREAM_BODY_OVER and request.path != self.directory.engineio_path:
+                return None
+            if limit and length > limit:
+                self.stats.too_large += 1
+                return _json_error(413, f"request body over {limit} bytes")
+            return await request.content.readexactly(length) if length else b""
+        # Chunked: python-engineio would read it as empty, so buffer it (bounded).
+        data = await request.content.read(limit + 1 if limit else -1)
+        if limit and len(data) > limit:
+            self.stats.too_large += 1
+            return _json_error(413, f"request body over {limit} bytes")
+        return data
+
+    async def _forward(
+        self, request: web.Request, decision: Forward, client: str, proto: str
+    ) -> web.StreamResponse:
+        try:
+            body = await self._read_body(request)
+        except asyncio.IncompleteReadError:
+            return _json_error(400, "request body shorter than Content-Length")
+        if isinstance(body, web.Response):
+            return body
+        headers = forward_headers(request.headers.items(), client, proto)
+        data: Any
+        if body is None:
+            headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
+            data = request.content
+        else:
+            if body or request.method in ("POST", "PUT", "PATCH"):
+                headers[hdrs.CONTENT_LENGTH] = str(len(body))
+            data = body or None
+        session = self._session(decision.slot, decision.generation)
+        try:
+            async with session.request(
+                request.method,
+                f"http://worker{request.raw_path}",
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+            ) as upstream:
+                resp_headers: CIMultiDict[str] = CIMultiDict(
+                    (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                )
+                length = upstream.content_length
+                if length is not None and length <= _STREAM_BODY_OVER:
+                    payload = await upstream.read()
+                    return web.Response(
+                        status=upstream.status, reason=upstream.reason,
+                        headers=resp_headers, body=payload,
+                    )
+                response = web.StreamResponse(
+                    status=upstream.status, reason=upstream.reason, headers=resp_headers
+                )
+                if length is not None:
+                    response.content_length = length
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            self.stats.upstream_errors += 1
+            log.debug("worker %d unreachable: %r", decision.slot, exc)
+            return _json_error(502, "worker unavailable")
+
+    def status(self) -> dict[str, Any]:
+        return self.stats.as_dict()

@@ -1,0 +1,1 @@
+"""siocluster supervisor: the master process, its CLI, config and admin endpoint."""

@@ -1,0 +1,216 @@
+"""The admin listener: /health, /status, /metrics, and control actions.
+
+``/health`` is 200 while at least one worker is ready (``"ok"``, or
+``"degraded"`` with reasons when a slot is backing off or failed, or the
+adapter lost its backend) and 503 when none is.  It needs no token, so load
+balancers and Kubernetes probes can use it; everything else needs
+``Authorization: Bearer <[admin] token>`` when a token is set.  No secret is
+ever part of a response.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .commands import Command
+from .handle import SlotRecord, WorkerHandle
+from .state import WorkerState
+
+if TYPE_CHECKING:
+    from .master import Master
+
+__all__ = ["evaluate_health", "make_admin_app", "status_document"]
+
+
+def evaluate_health(
+    handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int
+) -> tuple[int, dict[str, Any]]:
+    """Pure: the /health status code and body."""
+    ready = sum(1 for h in handles if h.state is WorkerState.READY)
+    reasons: list[str] = []
+    for record in slots:
+        if record.slot >= desired:
+            continue
+        if record.parked is WorkerState.FAILED:
+            reasons.append(f"slot {record.slot} failed: {record.failure_reason}")
+        elif record.parked is WorkerState.BACKOFF:
+            reasons.append(f"slot {record.slot} in backoff: {record.failure_reason}")
+    for h in handles:
+        state = h.adapter.get("state")
+        if h.state is WorkerState.READY and state not in (None, "connected", "disabled"):
+            reasons.append(f"worker {h.slot} adapter {state}")
+    if ready == 0:
+        return 503, {"status": "unavailable", "ready": 0, "desired": desired,
+                     "reasons": reasons or ["no worker is ready"]}
+    if ready < desired:
+        reasons.append(f"{ready} of {desired} workers ready")
+    status = "degraded" if reasons else "ok"
+    return 200, {"status": status, "ready": ready, "desired": desired, "reasons": reasons}
+
+
+def _worker_entry(h: WorkerHandle, record: SlotRecord, now: float) -> dict[str, Any]:
+    age = h.heartbeat_age(now)
+    return {
+        "slot": h.slot,
+        "generation": h.generation,
+        "pid": h.pid,
+        "state": str(h.state),
+        "restarts": record.restarts,
+        "last_exit": record.last_exit,
+        "started_at": round(h.started_at, 3),
+        "connections": h.connections,
+        "heartbeat_age_s": None if age is None else round(age, 3),
+        "loop_lag_s": h.loop_lag_s,
+        "rss_bytes": h.sample.get("rss_bytes"),
+        "cpu_percent": h.sample.get("cpu_percent"),
+        "fds": h.sample.get("fds"),
+        "threads": h.sample.get("threads"),
+    }
+
+
+def status_document(master: Master) -> dict[str, Any]:
+    now = time.monotonic()
+    workers: list[dict[str, Any]] = []
+    for slot in sorted(master.slots):
+        record = master.slots[slot]
+        handles = sorted((h for h in master.handles if h.slot == slot), key=lambda h: h.generation)
+        for h in handles:
+            workers.append(_worker_entry(h, record, now))
+        if not handles:
+            workers.append({
+                "slot": slot, "generation": None, "pid": None,
+                "state": str(record.parked or WorkerState.DEAD),
+                "restarts": record.restarts, "last_exit": record.last_exit,
+                "started_at": None, "connections": 0, "heartbeat_age_s": None,
+                "reason": record.failure_reason,
+            })
+    code, health = evaluate_health(master.handles, master.slots.values(), master.desired)
+    adapters = [
+        {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
+    ]
+    return {
+        "app": master.app,
+        "master": {**master.master_sample(), "started_at": round(master.started_at, 3),
+                   "uptime_s": round(time.time() - master.started_at, 1),
+                   "workers_desired": master.desired},
+        "health": health,
+        "workers": workers,
+        "balancer": master.balancer.status(),
+        "adapter": {"backend": master.config.adapter.backend, "workers": adapters},
+        "restarts_by_cause": dict(master.restart_causes),
+    }
+
+
+class _MasterCollector(Collector):
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    def collect(self) -> Iterable[Metric]:
+        m = self.master
+        by_state = GaugeMetricFamily(
+            "siocluster_workers", "Worker processes by state", labels=["state"]
+        )
+        for state in WorkerState:
+            count = sum(1 for h in m.handles if h.state is state)
+            count += sum(1 for r in m.slots.values() if r.parked is state)
+            by_state.add_metric([str(state)], count)
+        yield by_state
+        restarts = CounterMetricFamily(
+            "siocluster_worker_restarts", "Worker restarts by cause", labels=["cause"]
+        )
+        for cause, count in sorted(m.restart_causes.items()):
+            restarts.add_metric([str(cause)], count)
+        yield restarts
+        conns = GaugeMetricFamily(
+            "siocluster_connections", "Engine.IO sessions per worker slot", labels=["slot"]
+        )
+        for h in m.handles:
+            conns.add_metric([str(h.slot)], h.connections)
+        yield conns
+        stats = m.balancer.stats
+        for name, doc, value in (
+            ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
+            ("siocluster_balancer_handshakes", "New sessions routed", stats.handshakes),
+            ("siocluster_balancer_session_unknown", "Stale sids answered 400", stats.session_unknown),
+            ("siocluster_balancer_no_worker", "Requests answered 503", stats.no_worker),
+            ("siocluster_balancer_upstream_errors", "Requests answered 502", stats.upstream_errors),
+            ("siocluster_balancer_upgrades", "WebSocket upgrades", stats.upgrades),
+        ):
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], value)
+            yield counter
+        tunnels = GaugeMetricFamily("siocluster_balancer_tunnels", "WebSocket tunnels open")
+        tunnels.add_metric([], stats.tunnels_active)
+        yield tunnels
+
+
+def make_admin_app(master: Master) -> web.Application:
+    token = master.config.admin.token
+    registry = CollectorRegistry()
+    registry.register(_MasterCollector(master))
+
+    def authorized(request: web.Request) -> bool:
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path != "/health" and not authorized(request):
+            return web.json_response(
+                {"error": "missing or wrong bearer token"}, status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def health(_request: web.Request) -> web.Response:
+        code, body = evaluate_health(master.handles, master.slots.values(), master.desired)
+        return web.json_response(body, status=code)
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response(status_document(master))
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), content_type="text/plain", charset="utf-8"
+        )
+
+    async def reload(_request: web.Request) -> web.Response:
+        master.commands.put_nowait(Command("reload"))
+        return web.json_response({"ok": True, "action": "reload"}, status=202)
+
+    async def stop(_request: web.Request) -> web.Response:
+        master.commands.put_nowait(Command("stop"))
+        return web.json_response({"ok": True, "action": "stop"}, status=202)
+
+    async def scale(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            workers = int(body["workers"])
+            if not 1 <= workers <= 256:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response(
+                {"error": 'body must be {"workers": N} with 1 <= N <= 256'}, status=400
+            )
+        master.commands.put_nowait(Command("scale", workers))
+        return web.json_response({"ok": True, "action": "scale", "workers": workers}, status=202)
+
+    app = web.Application(middlewares=[auth])
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/reload", reload)
+    app.router.add_post("/stop", stop)
+    app.router.add_post("/scale", scale)
+    return app

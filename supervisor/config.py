@@ -1,0 +1,328 @@
+"""Typed, frozen configuration and the one function that builds it.
+
+Precedence, highest first: CLI flag > ``SIOCLUSTER_<SECTION>_<KEY>`` environment
+variable > the TOML file > built-in defaults.  :func:`load_config` has no side
+effects: it reads the file it is given and the mapping of environment variables
+it is given, and either returns a :class:`Config` or raises
+:class:`~supervisor.exceptions.ConfigError` whose message names the key, where
+it came from, and the nearest valid key when it looks like a typo.
+
+Every duration ends in ``_s``, every size in ``_bytes`` or ``_mb``.  A limit of
+``0`` turns that limit off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from .exceptions import ConfigError
+
+__all__ = [
+    "SECTIONS",
+    "AdapterConfig",
+    "AdminConfig",
+    "BalancerConfig",
+    "ClusterConfig",
+    "Config",
+    "HealthConfig",
+    "LimitsConfig",
+    "LoggingConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    # The app, as module:attr; the positional CLI argument overrides it.
+    app: str = ""
+    # Number of workers; 0 means one per CPU core.
+    workers: int = 0
+    # Where the private Unix sockets live; "" means a fresh 0700 temp dir.
+    runtime_dir: str = ""
+    # Timeouts
+    boot_timeout_s: float = 30.0
+    graceful_timeout_s: float = 30.0
+    # Pin worker N to core N % cpu_count.
+    pin_cpus: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BalancerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # "tunnel": relay upgraded bytes through the master.
+    websocket: Literal["tunnel", "handoff"] = "tunnel"
+    # Must exceed the app's ping_interval + ping_timeout (a long-poll waits that long).
+    upstream_timeout_s: float = 120.0
+    # Seconds a connection to a worker may take to open.
+    connect_timeout_s: float = 5.0
+    # Addresses whose X-Forwarded-For is trusted; empty trusts none.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    # Bearer token; required when host is not loopback.
+    token: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AdapterConfig:
+    backend: Literal["local", "redis", "none"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    channel: str = "siocluster"
+    request_timeout_s: float = 5.0
+    heartbeat_interval_s: float = 1.0
+    outage_buffer_s: float = 30.0
+    outage_buffer_bytes: int = 1_048_576
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HealthConfig:
+    heartbeat_interval_s: float = 1.0
+    heartbeat_timeout_s: float = 10.0
+    kill_grace_s: float = 5.0
+    max_rss_mb: int = 0
+    max_lifetime_s: float = 0.0
+    lifetime_jitter_s: float = 0.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 30.0
+    flap_window_s: float = 60.0
+    flap_max_restarts: int = 5
+    fail_max_restarts: int = 10
+    # "stop": a worker that cannot import the app stops the cluster.
+    on_boot_failure: Literal["stop", "retry"] = "stop"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_message_bytes: int = 1_000_000
+    max_header_bytes: int = 16_384
+    max_header_count: int = 100
+    header_timeout_s: float = 10.0
+    handshake_rate_per_ip: float = 0.0
+    max_sessions_per_ip: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Config:
+    cluster: ClusterConfig = ClusterConfig()
+    balancer: BalancerConfig = BalancerConfig()
+    admin: AdminConfig = AdminConfig()
+    adapter: AdapterConfig = AdapterConfig()
+    health: HealthConfig = HealthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def effective_workers(self) -> int:
+        return self.cluster.workers or (os.cpu_count() or 1)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
+}
+_ENV_PREFIX = "SIOCLUSTER_"
+_SECRET_KEYS = {("admin", "token")}
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against the field's type, converting only where lossless."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is tuple or origin is types.GenericAlias:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{where}: must not be negative, got {value}")
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ConfigError(f"{where}: must not be negative, got {value}")
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise AssertionError(f"unsupported config type {hint!r}")  # pragma: no cover
+
+
+def _parse_env_value(raw: str, hint: Any) -> Any:
+    """Environment values are strings: read them as the field's type."""
+    if hint is bool:
+        low = raw.strip().lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off"}:
+            return False
+        return raw
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _field_hints(section_type: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(section_type)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Build a :class:`Config` from nested mappings, checking every key and type."""
+    sections: dict[str, Any] = {}
+    for section_name, values in data.items():
+        if section_name not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{section_name}]"
+                f"{_suggest(section_name, list(SECTIONS))}"
+            )
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{source}: [{section_name}] must be a table")
+        section_type = SECTIONS[section_name]
+        hints = _field_hints(section_type)
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(
+                    f"{source}: unknown key {section_name}.{key}"
+                    f"{_suggest(key, list(hints))}"
+                )
+            kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
+        sections[section_name] = section_type(**kwargs)
+    return Config(**sections)
+
+
+def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, dict[str, Any]]:
+    """The inverse of :func:`config_from_dict`; ``redact`` hides secrets."""
+    out: dict[str, dict[str, Any]] = {}
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            if redact and value and (section_name, f.name) in _SECRET_KEYS:
+                value = "***"
+            if redact and f.name == "redis_url" and isinstance(value, str):
+                value = redact_url(value)
+            values[f.name] = value
+        out[section_name] = values
+    return out
+
+
+def redact_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://***@{host}"
+
+
+def load_config(
+    path: Path | None,
+    *,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    path_required: bool = True,
+) -> Config:
+    """Merge defaults, the file at ``path``, ``env`` and ``overrides``.
+
+    ``path`` may be None (no file).  With ``path_required`` false a missing file
+    is the same as no file: that is how ``./config.toml`` is picked up only when
+    present.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if path_required:
+                raise ConfigError(f"{path}: config file not found") from None
+            raw = b""
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+        try:
+            file_data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        config_from_dict(file_data, str(path))  # validate with the file named
+        for section, values in file_data.items():
+            merged.setdefault(section, {}).update(values)
+
+    for name, raw_value in env.items():
+        if not name.startswith(_ENV_PREFIX) or name == "SIOCLUSTER_CONFIG":
+            continue
+        rest = name[len(_ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in SECTIONS or not key:
+            raise ConfigError(
+                f"environment: unknown variable {name}"
+                f"{_suggest(section, list(SECTIONS))}"
+            )
+        hints = _field_hints(SECTIONS[section])
+        if key not in hints:
+            raise ConfigError(
+                f"environment: {name} names unknown key {section}.{key}"
+                f"{_suggest(key, list(hints))}"
+            )
+        value = _parse_env_value(raw_value, hints[key])
+        _coerce(value, hints[key], f"environment: {name}")
+        merged.setdefault(section, {})[key] = value
+
+    given = {
+        section: {k: v for k, v in values.items() if v is not None}
+        for section, values in (overrides or {}).items()
+    }
+    config_from_dict(given, "command line")
+    for section, values in given.items():
+        merged.setdefault(section, {}).update(values)
+
+    return config_from_dict(merged, "merged config")

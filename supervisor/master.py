@@ -1,0 +1,544 @@
+"""The master process: one lifecycle owner for listeners and workers.
+
+Theory of operation
+-------------------
+Signal handlers and admin requests only enqueue a :class:`Command`.  One loop
+(:meth:`Master._main_loop`) takes commands and, every tick, reconciles the
+set of worker processes with the desired count: it spawns what is missing
+(when the slot's backoff has passed), retires what is surplus, and stops
+workers that missed heartbeats or never became ready.  Process exits arrive
+through a pidfd per worker; what happens next is decided by the pure
+:func:`supervisor.policy.decide_restart`.
+
+A worker is recycled gracefully (reload, RSS limit, lifetime) by starting its
+replacement in the same slot, waiting until the replacement is ready, and
+only then draining the old generation; routing tells the two apart by the
+generation encoded in each sid.
+
+:meth:`Master._shutdown` is the one place the stop order is written: stop
+accepting on the public port, drain every worker, wait, kill what is left,
+close the listeners, remove the runtime directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psutil
+from aiohttp import web
+
+from balancer.proxy import Balancer
+from balancer.routing import WorkerView
+from worker import control
+
+from .admin import make_admin_app
+from .commands import Command
+from .config import Config, config_to_dict
+from .exceptions import ConfigError, Halt
+from .handle import SlotRecord, WorkerHandle
+from .policy import Action, ExitCause, decide_restart, describe_exit
+from .process import spawn_worker
+from .state import WorkerState
+
+__all__ = ["Master"]
+
+log = logging.getLogger("siocluster.master")
+
+_TICK_S = 0.1
+_SAMPLE_EVERY_S = 2.0
+# Exits we asked for: the slot is not restarted for them.
+_RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
+
+
+class Master:
+    def __init__(
+        self,
+        config: Config,
+        app: str,
+        *,
+        cwd: str,
+        reload_config: Callable[[], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.cwd = cwd
+        self._reload_config = reload_config
+        self.desired = config.effective_workers()
+        self.handles: list[WorkerHandle] = []
+        self.slots: dict[int, SlotRecord] = {}
+        self.commands: asyncio.Queue[Command] = asyncio.Queue()
+        self.halt: Halt | None = None
+        self.stopping = False
+        self.started_at = time.time()
+        self.runtime_dir = ""
+        self._generation = random.randrange(1 << 16)
+        self._views: list[WorkerView] | None = None
+        self._engineio_path = "/socket.io/"
+        self._recycling: dict[int, WorkerHandle] = {}  # slot -> old handle awaiting its successor
+        self._reload_queue: list[int] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._psutil: dict[int, psutil.Process] = {}
+        self.balancer = Balancer(config.balancer, config.limits, self)
+        self._balancer_runner: web.AppRunner | None = None
+        self._balancer_site: web.TCPSite | None = None
+        self._admin_runner: web.AppRunner | None = None
+        self.restart_causes: dict[str, int] = {}
+
+    # WorkerDirectory, for the balancer
+
+    @property
+    def engineio_path(self) -> str:
+        return self._engineio_path
+
+    def views(self) -> Sequence[WorkerView]:
+        if self._views is None:
+            self._views = [
+                WorkerView(
+                    slot=h.slot,
+                    generation=h.generation,
+                    accepting=h.state is WorkerState.READY,
+                    serving=h.state in (WorkerState.READY, WorkerState.DRAINING),
+                    load=h.load,
+                )
+                for h in self.handles
+            ]
+        return self._views
+
+    def _invalidate(self) -> None:
+        self._views = None
+
+    def socket_path(self, slot: int, generation: int) -> str:
+        return os.path.join(self.runtime_dir, f"worker-{slot}-{generation:x}.sock")
+
+    def note_handshake(self, slot: int, generation: int) -> None:
+        for h in self.handles:
+            if h.slot == slot and h.generation == generation:
+                h.handshakes_assigned += 1
+                self._invalidate()
+                return
+
+    # Lifecycle
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.runtime_dir = self.config.cluster.runtime_dir or tempfile.mkdtemp(
+            prefix="siocluster-"
+        )
+        os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.runtime_dir, 0o700)
+        try:
+            await self._start_listeners()
+        except OSError as exc:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            raise Halt(1, f"cannot listen: {exc.strerror or exc}") from None
+        for signum, command in (
+            (signal.SIGTERM, Command("stop")),
+            (signal.SIGINT, Command("stop")),
+            (signal.SIGHUP, Command("reload")),
+        ):
+            loop.add_signal_handler(signum, self.commands.put_nowait, command)
+        loop.add_signal_handler(signal.SIGTTIN, self._scale_by, 1)
+        loop.add_signal_handler(signal.SIGTTOU, self._scale_by, -1)
+        b, a = self.config.balancer, self.config.admin
+        log.info(
+            "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
+            self.app, self.desired, b.host, b.port, a.host, a.port,
+        )
+        try:
+            await self._main_loop()
+        finally:
+            await self._shutdown()
+        if self.halt is not None:
+            raise self.halt
+        return 0
+
+    async def _start_listeners(self) -> None:
+        b, a = self.config.balancer, self.config.admin
+        self._balancer_runner = web.AppRunner(
+            self.balancer.make_app(),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            max_line_size=self.config.limits.max_header_bytes,
+            max_field_size=self.config.limits.max_header_bytes,
+            max_headers=self.config.limits.max_header_count,
+        )
+        await self._balancer_runner.setup()
+        self._balancer_site = web.TCPSite(
+            self._balancer_runner, b.host, b.port, backlog=2048, reuse_address=True
+        )
+        await self._balancer_site.start()
+        self._admin_runner = web.AppRunner(
+            make_admin_app(self), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
+        await self._admin_runner.setup()
+        await web.TCPSite(self._admin_runner, a.host, a.port, reuse_address=True).start()
+
+    def _scale_by(self, delta: int) -> None:
+        self.commands.put_nowait(Command("scale", max(1, self.desired + delta)))
+
+    async def _main_loop(self) -> None:
+        last_sample = 0.0
+        while not self.stopping:
+            try:
+                command = await asyncio.wait_for(self.commands.get(), _TICK_S)
+            except asyncio.TimeoutError:
+                command = None
+            if command is not None and self._apply(command):
+                return
+            now = time.monotonic()
+            self._reconcile(now)
+            if now - last_sample >= _SAMPLE_EVERY_S:
+                last_sample = now
+                self._sample(now)
+
+    def _apply(self, command: Command) -> bool:
+        """Apply one command; True means stop."""
+        if command.name == "stop":
+            log.info("stopping (graceful, up to %.0fs)", self.config.cluster.graceful_timeout_s)
+            return True
+        if command.name == "scale":
+            log.info("scaling from %d to %d workers", self.desired, command.workers)
+            self.desired = command.workers
+        elif command.name == "reload":
+            self._start_reload()
+        return False
+
+    def _start_reload(self) -> None:
+        if self._reload_config is not None:
+            try:
+                new = self._reload_config()
+            except ConfigError as exc:
+                log.error("reload aborted, config unchanged: %s", exc)
+                return
+            if (new.balancer, new.admin) != (self.config.balancer, self.config.admin):
+                log.warning("reload: [balancer] and [admin] changes need a full restart")
+            self.config = new
+            self.desired = new.effective_workers()
+        for record in self.slots.values():
+            if record.parked is WorkerState.FAILED:
+                record.parked, record.restart_times = None, []
+        self._reload_queue = sorted(
+            {h.slot for h in self.handles if h.stop_cause is None and h.slot < self.desired}
+        )
+        log.info("rolling reload of %d workers", len(self._reload_queue))
+
+    # Reconciliation
+
+    def _slot(self, slot: int) -> SlotRecord:
+        record = self.slots.get(slot)
+        if record is None:
+            record = self.slots[slot] = SlotRecord(slot)
+        return record
+
+    def _active(self, slot: int) -> list[WorkerHandle]:
+        return [h for h in self.handles if h.slot == slot and h.stop_cause is None]
+
+    def _reconcile(self, now: float) -> None:
+        health = self.config.health
+        for slot in range(self.desired):
+            record = self._slot(slot)
+            if self._active(slot) or record.parked is WorkerState.FAILED:
+                continue
+            if record.restart_at_mono is None or now >= record.restart_at_mono:
+                if record.restart_at_mono is not None:
+                    record.restarts += 1
+                    record.restart_times.append(now)
+                record.parked, record.restart_at_mono = None, None
+                self._spawn(slot)
+        for slot in [s for s in self.slots if s >= self.desired]:
+            for h in self._active(slot):
+                self._retire(h, ExitCause.SCALE)
+            if not any(h.slot == slot for h in self.handles):
+                del self.slots[slot]
+
+        if self._reload_queue and not self._recycling:
+            slot = self._reload_queue.pop(0)
+            for h in self._active(slot):
+                self._recycle(h, ExitCause.RELOAD)
+        for slot, old in list(self._recycling.items()):
+            successors = [h for h in self._active(slot) if h is not old]
+            if old.stop_cause is not None or old not in self.handles:
+                del self._recycling[slot]
+            elif any(h.state is WorkerState.READY for h in successors):
+                del self._recycling[slot]
+                self._retire(old, ExitCause.RELOAD)
+            elif not successors:
+                del self._recycling[slot]  # the successor died; policy handles the slot
+
+        for h in self.handles:
+            if h.kill_at_mono is not None and now >= h.kill_at_mono:
+                log.warning("worker %d pid %d did not stop in time; SIGKILL", h.slot, h.pid)
+                h.process.kill()
+                h.kill_at_mono = None
+                continue
+            if h.stop_cause is not None:
+                continue
+            if h.state is WorkerState.STARTING and now - h.started_mono > self.config.cluster.boot_timeout_s:
+                self._stop_hard(h, ExitCause.BOOT_TIMEOUT, "not ready within boot_timeout_s")
+            elif h.state is WorkerState.READY:
+                age = h.heartbeat_age(now)
+                if age is not None and age > health.heartbeat_timeout_s:
+                    self._stop_hard(
+                        h, ExitCause.HEARTBEAT, f"no heartbeat for {age:.1f}s (event loop blocked?)"
+                    )
+
+    def _spawn(self, slot: int) -> WorkerHandle:
+        self._generation += 1
+        cpu = None
+        if self.config.cluster.pin_cpus:
+            cpu = slot % (os.cpu_count() or 1)
+        process = spawn_worker(cwd=self.cwd, cpu=cpu)
+        handle = WorkerHandle(
+            slot=slot,
+            generation=self._generation,
+            socket_path=self.socket_path(slot, self._generation),
+            process=process,
+        )
+        self.handles.append(handle)
+        self._invalidate()
+        loop = asyncio.get_running_loop()
+        loop.add_reader(process.pidfd, self._on_exit, handle)
+        self._spawn_task(self._talk(handle))
+        log.info("worker %d started: pid %d, generation %x", slot, handle.pid, handle.generation)
+        return handle
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _recycle(self, old: WorkerHandle, cause: ExitCause) -> None:
+        """Start a successor in the slot; retire ``old`` once the successor is ready."""
+        if old.slot in self._recycling:
+            return
+        log.info("worker %d pid %d: recycling (%s)", old.slot, old.pid, cause)
+        self._recycling[old.slot] = old
+        self._spawn(old.slot)
+
+    def _retire(self, h: WorkerHandle, cause: ExitCause) -> None:
+        """Graceful: no new sessions, the worker closes its sessions and exits."""
+        if h.stop_cause is not None:
+            return
+        h.stop_cause = cause
+        if h.state in (WorkerState.STARTING, WorkerState.READY):
+            h.state = WorkerState.DRAINING
+        self._invalidate()
+        timeout = self.config.cluster.graceful_timeout_s
+        writer = h.writer
+        if writer is not None and not writer.is_closing():
+            writer.write(control.encode(control.Drain(timeout_s=timeout)))
+        else:
+            h.process.terminate()
+        h.kill_at_mono = time.monotonic() + timeout + self.config.health.kill_grace_s
+
+    def _stop_hard(self, h: WorkerHandle, cause: ExitCause, why: str) -> None:
+        log.error("worker %d pid %d: %s; SIGTERM", h.slot, h.pid, why)
+        h.stop_cause = cause
+        h.process.terminate()
+        h.kill_at_mono = time.monotonic() + self.config.health.kill_grace_s
+
+    # One worker's control channel
+
+    async def _talk(self, h: WorkerHandle) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=h.process.control)
+        except OSError:
+            return
+        h.writer = writer
+        writer.write(
+            control.encode(
+                control.Configure(
+                    slot=h.slot,
+                    generation=h.generation,
+                    socket_path=h.socket_path,
+                    runtime_dir=self.runtime_dir,
+                    app=self.app,
+                    config=config_to_dict(self.config),
+                    master_pid=os.getpid(),
+                )
+            )
+        )
+        try:
+            while True:
+                msg = await control.read_message(reader)
+                if msg is None:
+                    return
+                self._on_message(h, msg)
+        except ConnectionResetError:
+            return
+        except (OSError, control.FrameError) as exc:
+            log.warning("worker %d control channel: %s", h.slot, exc)
+
+    def _on_message(self, h: WorkerHandle, msg: control.ControlMessage) -> None:
+        now = time.monotonic()
+        if isinstance(msg, control.Heartbeat):
+            h.last_heartbeat_mono = now
+            h.connections = msg.connections
+            h.handshakes_reported = msg.handshakes_total
+            h.loop_lag_s = msg.loop_lag_s
+            h.adapter = msg.adapter
+            self._invalidate()
+        elif isinstance(msg, control.Ready):
+            if h.state is not WorkerState.STARTING:
+                return
+            h.state = WorkerState.READY
+            h.ready_mono = h.last_heartbeat_mono = now
+            h.engineio_path = self._engineio_path = msg.engineio_path
+            h.ping_budget_s = msg.ping_interval_s + msg.ping_timeout_s
+            self._slot(h.slot).ever_ready = True
+            self._invalidate()
+            log.info("worker %d pid %d ready in %.2fs", h.slot, h.pid, now - h.started_mono)
+            if h.ping_budget_s >= self.config.balancer.upstream_timeout_s:
+                log.warning(
+                    "balancer.upstream_timeout_s (%.0fs) should exceed the app's "
+                    "ping_interval + ping_timeout (%.0fs), or long-polls will be cut",
+                    self.config.balancer.upstream_timeout_s, h.ping_budget_s,
+                )
+        elif isinstance(msg, control.BootFailed):
+            h.boot_error, h.boot_traceback = msg.error, msg.traceback
+
+    def _on_exit(self, h: WorkerHandle) -> None:
+        returncode = h.process.poll()
+        if returncode is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(h.process.pidfd)
+        h.process.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(h.socket_path)
+        self.handles.remove(h)
+        self.balancer.forget(h.slot, h.generation)
+        self._psutil.pop(h.pid, None)
+        expected = h.stop_cause in _RETIRED
+        h.state = WorkerState.STOPPED if expected and h.state is WorkerState.DRAINING else WorkerState.DEAD
+        self._invalidate()
+        record = self._slot(h.slot)
+        if h.boot_error is not None:
+            cause, text = ExitCause.BOOT_FAILED, f"failed to boot: {h.boot_error}"
+        elif h.stop_cause is not None:
+            cause = h.stop_cause
+            text = f"stopped ({h.stop_cause}), {describe_exit(returncode, killed_by_us=True)[1]}"
+        else:
+            cause, text = describe_exit(returncode, killed_by_us=False)
+        record.last_exit = text
+        if expected or self.stopping:
+            log.info("worker %d pid %d %s", h.slot, h.pid, text)
+            return
+        self.restart_causes[cause] = self.restart_causes.get(cause, 0) + 1
+        now = time.monotonic()
+        decision = decide_restart(
+            record.restart_times, now, cause, self.config.health, ever_ready=self._ever_ready()
+        )
+        if decision.action is Action.HALT:
+            detail = (h.boot_traceback or "").rstrip()
+            self.halt = Halt(control.BOOT_FAILED_EXIT, f"{h.boot_error}\n{detail}".rstrip())
+            self.commands.put_nowait(Command("stop"))
+            return
+        if self._active(h.slot):
+            log.warning("worker %d pid %d %s", h.slot, h.pid, text)
+            return  # a successor already runs in the slot
+        if decision.action is Action.FAIL:
+            record.parked, record.failure_reason = WorkerState.FAILED, decision.reason
+            log.error("worker %d pid %d %s; %s", h.slot, h.pid, text, decision.reason)
+            if h.boot_traceback:
+                log.error("worker %d traceback:\n%s", h.slot, h.boot_traceback.rstrip())
+            return
+        record.parked = (
+            WorkerState.BACKOFF if decision.action is Action.BACKOFF else WorkerState.DEAD
+        )
+        record.failure_reason = decision.reason if decision.action is Action.BACKOFF else None
+        record.restart_at_mono = now + decision.delay_s
+        log.warning(
+            "worker %d pid %d %s; restarting in %.1fs%s",
+            h.slot, h.pid, text, decision.delay_s,
+            f" ({decision.reason})" if decision.action is Action.BACKOFF else "",
+        )
+
+    def _ever_ready(self) -> bool:
+        return any(r.ever_ready for r in self.slots.values())
+
+    # Sampling (psutil) and the RSS / lifetime policies
+
+    def _sample(self, now: float) -> None:
+        health = self.config.health
+        for h in self.handles:
+            proc = self._psutil.get(h.pid)
+            try:
+                if proc is None:
+                    proc = self._psutil[h.pid] = psutil.Process(h.pid)
+                    proc.cpu_percent(None)
+                with proc.oneshot():
+                    h.sample = {
+                        "rss_bytes": proc.memory_info().rss,
+                        "cpu_percent": proc.cpu_percent(None),
+                        "fds": proc.num_fds(),
+                        "threads": proc.num_threads(),
+                    }
+            except psutil.Error:
+                continue
+            if h.state is not WorkerState.READY or h.stop_cause is not None:
+                continue
+            if health.max_rss_mb and h.sample["rss_bytes"] > health.max_rss_mb * 1024 * 1024:
+                log.warning(
+                    "worker %d pid %d RSS %.0f MB over max_rss_mb=%d",
+                    h.slot, h.pid, h.sample["rss_bytes"] / 1048576, health.max_rss_mb,
+                )
+                self._count_restart(ExitCause.RSS)
+                self._recycle(h, ExitCause.RSS)
+            elif health.max_lifetime_s and h.ready_mono is not None:
+                jitter = (h.generation % 1000) / 1000 * health.lifetime_jitter_s
+                if now - h.ready_mono > health.max_lifetime_s + jitter:
+                    self._count_restart(ExitCause.LIFETIME)
+                    self._recycle(h, ExitCause.LIFETIME)
+
+    def _count_restart(self, cause: ExitCause) -> None:
+        self.restart_causes[cause] = self.restart_causes.get(cause, 0) + 1
+
+    def master_sample(self) -> dict[str, Any]:
+        proc = psutil.Process()
+        with proc.oneshot():
+            return {
+                "pid": proc.pid,
+                "rss_bytes": proc.memory_info().rss,
+                "cpu_percent": proc.cpu_percent(None),
+                "fds": proc.num_fds(),
+                "threads": proc.num_threads(),
+            }
+
+    # Shutdown: the one place the order is written
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        if self._balancer_site is not None:
+            await self._balancer_site.stop()  # 1. stop accepting
+        for h in list(self.handles):  # 2. drain
+            self._retire(h, ExitCause.SHUTDOWN)
+        deadline = time.monotonic() + self.config.cluster.graceful_timeout_s
+        while self.handles and time.monotonic() < deadline:  # 3. wait
+            await asyncio.sleep(0.05)
+        for h in list(self.handles):  # 4. kill what is left
+            log.warning("worker %d pid %d still running; SIGKILL", h.slot, h.pid)
+            h.process.kill()
+        kill_deadline = time.monotonic() + 2.0
+        while self.handles and time.monotonic() < kill_deadline:
+            await asyncio.sleep(0.02)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._balancer_runner is not None:  # 5. close listeners
+            await self._balancer_runner.cleanup()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        if not self.config.cluster.runtime_dir:  # 6. remove what we created
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+        log.info("stopped")

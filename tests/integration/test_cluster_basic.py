@@ -1,0 +1,47 @@
+"""The cluster core, end to end, with python-socketio's own client."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import socketio
+
+from tests.cluster import start_cluster
+from tests.clients import disconnect
+
+
+async def _session(url: str, transports: list[str] | None, n: int) -> dict[str, Any]:
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(url, transports=transports, wait_timeout=10)
+    try:
+        who = await client.call("whoami", timeout=10)
+        for i in range(n):
+            assert await client.call("echo", {"i": i, "b": b"\x00\x01"}, timeout=10) == {
+                "i": i, "b": b"\x00\x01"}
+        assert await client.call("echo", ("a", 2), timeout=10) == ["a", 2]
+        return {"pid": who["pid"], "transport": client.transport(), **who}
+    finally:
+        await disconnect(client)
+
+
+@pytest.mark.parametrize("transports", [None, ["polling"], ["websocket"]])
+def test_many_clients_events_and_acks(tmp_path: Path, transports: list[str] | None) -> None:
+    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
+        pids = {w["pid"] for w in cluster.ready_workers()}
+
+        async def main() -> list[dict[str, Any]]:
+            return await asyncio.gather(*(_session(cluster.url, transports, 5)
+                                          for _ in range(40)))
+
+        results = asyncio.run(main())
+        assert {r["pid"] for r in results} == pids, "sessions should spread over both workers"
+        expected = "polling" if transports == ["polling"] else "websocket"
+        assert {r["transport"] for r in results} == {expected}
+        assert all(r["remote"] == "127.0.0.1" for r in results)
+        assert {r["host"] for r in results} == {f"127.0.0.1:{cluster.port}"}
+        status = cluster.status()
+        assert status["balancer"]["session_unknown_400"] == 0
+        assert status["balancer"]["upstream_errors_502"] == 0

@@ -1,0 +1,257 @@
+"""One worker: the user's Socket.IO app on aiohttp + uvloop, on a private Unix socket.
+
+Lifecycle, owned by :class:`WorkerRuntime`:
+
+1. read :class:`~worker.control.Configure` from the control socket;
+2. import the app; on failure send :class:`BootFailed` and exit with
+   :data:`BOOT_FAILED_EXIT` so the master stops instead of respawning;
+3. make Engine.IO mint routable sids, trust the master's X-Forwarded-* headers,
+   install the cross-worker adapter and subscribe it, listen;
+4. send :class:`Ready`, then a :class:`Heartbeat` from the event loop;
+5. stop on :class:`Drain`, SIGTERM, or EOF on the control socket (the master is
+   gone): close every Engine.IO session so clients reconnect elsewhere, then
+   shut aiohttp down.  :meth:`WorkerRuntime.stop` is the one place that order
+   is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from supervisor.config import Config, config_from_dict
+from supervisor.logs import configure_logging
+
+from . import control
+from .adapter import AdapterHandle, install_adapter
+from .app_loader import LoadedApp, load_app
+from .exceptions import AppLoadError
+from .sid import mint_sid
+
+__all__ = ["WorkerRuntime", "run_worker"]
+
+log = logging.getLogger("siocluster.worker")
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _forwarded_middleware() -> Any:
+    """Give the app the client's address, as the master reported it.
+
+    Only the master can reach this worker's socket (its directory is 0700), so
+    its X-Forwarded-For/-Proto are trusted; it overwrites whatever the client
+    sent unless the client is a configured trusted proxy.
+    """
+
+    @web.middleware
+    async def forwarded(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        xff = request.headers.get("X-Forwarded-For")
+        if xff:
+            remote = xff.rpartition(",")[2].strip()
+            proto = request.headers.get("X-Forwarded-Proto", "http")
+            request = request.clone(remote=remote, scheme=proto)
+        return await handler(request)
+
+    return forwarded
+
+
+class WorkerRuntime:
+    def __init__(self, msg: control.Configure, config: Config, loaded: LoadedApp) -> None:
+        self.msg = msg
+        self.config = config
+        self.loaded = loaded
+        self.handshakes_total = 0
+        self.runner: web.AppRunner | None = None
+        self.adapter: AdapterHandle | None = None
+        self.stopping = asyncio.Event()
+        self._stopped = False
+
+    # Wiring into python-engineio's public surface
+
+    def _instrument(self) -> None:
+        eio = self.loaded.sio.eio
+        slot, generation = self.msg.slot, self.msg.generation
+        eio.generate_id = lambda: mint_sid(slot, generation)
+        original = eio._async["translate_request"]
+
+        def translate_request(request: web.Request) -> dict[str, Any]:
+            environ: dict[str, Any] = original(request)
+            if "sid=" not in environ["QUERY_STRING"]:
+                self.handshakes_total += 1
+            if request.remote:
+                environ["REMOTE_ADDR"] = request.remote
+            return environ
+
+        # A per-instance copy: the driver table itself is shared module state.
+        eio._async = {**eio._async, "translate_request": translate_request}
+        self.loaded.app.middlewares.insert(0, _forwarded_middleware())
+
+    async def start(self) -> None:
+        self._instrument()
+        self.adapter = await install_adapter(
+            self.loaded.sio,
+            self.config,
+            slot=self.msg.slot,
+            generation=self.msg.generation,
+            runtime_dir=self.msg.runtime_dir,
+        )
+        self.runner = web.AppRunner(
+            self.loaded.app,
+            handle_signals=False,
+            access_log=log if self.config.logging.access_log else None,
+            # By the time aiohttp shuts down every session was closed; what is left
+            # are long-polls python-engineio never wakes after a client's close.
+            shutdown_timeout=1.0,
+        )
+        await self.runner.setup()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.msg.socket_path)
+        site = web.UnixSite(self.runner, self.msg.socket_path)
+        await site.start()
+
+    def connections(self) -> int:
+        return len(self.loaded.sio.eio.sockets)
+
+    def ready_message(self) -> control.Ready:
+        eio = self.loaded.sio.eio
+        return control.Ready(
+            pid=os.getpid(),
+            engineio_path=self.loaded.engineio_path,
+            ping_interval_s=float(eio.ping_interval),
+            ping_timeout_s=float(eio.ping_timeout),
+        )
+
+    def heartbeat(self, lag: float) -> control.Heartbeat:
+        return control.Heartbeat(
+            connections=self.connections(),
+            handshakes_total=self.handshakes_total,
+            loop_lag_s=round(lag, 4),
+            adapter=self.adapter.status() if self.adapter else {},
+        )
+
+    async def stop(self, timeout_s: float) -> None:
+        """Shutdown order: close sessions (clients reconnect elsewhere), stop the adapter, stop aiohttp."""
+        if self._stopped:
+            return
+        self._stopped = True
+        sio = self.loaded.sio
+        # A close packet for a polling client waits for its next GET; a client
+        # that vanished never sends one, so that step is bounded on its own.
+        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+            ("close sessions", sio.eio.disconnect, min(timeout_s, 3.0)),
+            ("socketio shutdown", sio.shutdown, timeout_s),
+        ]
+        if self.adapter is not None:
+            steps.append(("adapter close", self.adapter.close, timeout_s))
+        if self.runner is not None:
+            steps.append(("aiohttp cleanup", self.runner.cleanup, timeout_s))
+        for name, step, limit in steps:
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(step(), timeout=limit)
+            except asyncio.TimeoutError:
+                log.warning("stop: %s did not finish in %.1fs", name, limit)
+            except Exception as exc:
+                log.warning("stop: %s failed: %r", name, exc)
+            else:
+                elapsed = time.monotonic() - started
+                if elapsed > 0.5:
+                    log.info("stop: %s took %.1fs", name, elapsed)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.msg.socket_path)
+
+
+async def _heartbeats(
+    runtime: WorkerRuntime, writer: asyncio.StreamWriter, interval: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        lag = max(0.0, loop.time() - started - interval)
+        writer.write(control.encode(runtime.heartbeat(lag)))
+        await writer.drain()
+
+
+async def _watch_master(master_pid: int) -> None:
+    """Backup for control-socket EOF: notice being re-parented."""
+    while os.getppid() == master_pid:
+        await asyncio.sleep(1.0)
+
+
+async def run_worker(control_fd: int) -> int:
+    sock = socket.socket(fileno=control_fd)
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    msg = await control.read_message(reader)
+    if not isinstance(msg, control.Configure):
+        return 1
+    config = config_from_dict(msg.config, "control channel")
+    configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
+    loop = asyncio.get_running_loop()
+
+    try:
+        loaded = await load_app(msg.app)
+    except AppLoadError as exc:
+        tb = "".join(traceback.format_exception(exc.__cause__ or exc))
+        writer.write(control.encode(control.BootFailed(error=str(exc), traceback=tb)))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        return control.BOOT_FAILED_EXIT
+
+    runtime = WorkerRuntime(msg, config, loaded)
+    try:
+        await runtime.start()
+    except Exception as exc:
+        tb = traceback.format_exc()
+        error = f"worker {msg.slot} could not start app {msg.app!r}: {type(exc).__name__}: {exc}"
+        writer.write(control.encode(control.BootFailed(error=error, traceback=tb)))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        return control.BOOT_FAILED_EXIT
+
+    drain_timeout = config.cluster.graceful_timeout_s
+    loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
+    writer.write(control.encode(runtime.ready_message()))
+    await writer.drain()
+    log.info("serving %s on %s", msg.app, msg.socket_path)
+
+    async def read_control() -> None:
+        nonlocal drain_timeout
+        while True:
+            incoming = await control.read_message(reader)
+            if incoming is None:
+                log.warning("master is gone; stopping")
+                drain_timeout = 1.0
+                return
+            if isinstance(incoming, control.Drain):
+                drain_timeout = incoming.timeout_s
+                return
+
+    tasks = [
+        asyncio.create_task(read_control()),
+        asyncio.create_task(_heartbeats(runtime, writer, config.health.heartbeat_interval_s)),
+        asyncio.create_task(_watch_master(msg.master_pid)),
+        asyncio.create_task(runtime.stopping.wait()),
+    ]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("worker loop ended: %r", task.exception())
+    started = time.monotonic()
+    await runtime.stop(drain_timeout)
+    log.info("stopped after %.2fs", time.monotonic() - started)
+    writer.close()
+    return 0

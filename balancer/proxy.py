@@ -185,7 +185,7 @@ class Balancer:
                 self.stats.tunnels_active -= 1
         return await self._forward(request, decision, client, proto)
 
-    async def _read_body(self, request: web.Request) -> bytes | None | web.Response:
+    async def _read_body(self, request: web.Request) -> bytes | web.Response | None:
         """The body to send on, or None to stream it, or an error response."""
         if not request.body_exists:
             return b""
@@ -252,7 +252,7 @@ class Balancer:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.stats.upstream_errors += 1
             log.debug("worker %d unreachable: %r", decision.slot, exc)
             return _json_error(502, "worker unavailable")

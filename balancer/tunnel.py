@@ -90,7 +90,7 @@ async def tunnel_upgrade(
         reader, writer = await asyncio.wait_for(
             asyncio.open_unix_connection(socket_path, limit=_MAX_HEAD), connect_timeout_s
         )
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return web.json_response({"code": 502, "message": "worker unavailable"}, status=502)
     try:
         writer.write(_request_head(request, client, proto))

@@ -92,12 +92,13 @@ def status_document(master: Master) -> dict[str, Any]:
                 "started_at": None, "connections": 0, "heartbeat_age_s": None,
                 "reason": record.failure_reason,
             })
-    code, health = evaluate_health(master.handles, master.slots.values(), master.desired)
+    _code, health = evaluate_health(master.handles, master.slots.values(), master.desired)
     adapters = [
         {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
     ]
     return {
         "app": master.app,
+        "runtime_dir": master.runtime_dir,
         "master": {**master.master_sample(), "started_at": round(master.started_at, 3),
                    "uptime_s": round(time.time() - master.started_at, 1),
                    "workers_desired": master.desired},
@@ -139,7 +140,8 @@ class _MasterCollector(Collector):
         for name, doc, value in (
             ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
             ("siocluster_balancer_handshakes", "New sessions routed", stats.handshakes),
-            ("siocluster_balancer_session_unknown", "Stale sids answered 400", stats.session_unknown),
+            ("siocluster_balancer_session_unknown", "Stale sids answered 400",
+             stats.session_unknown),
             ("siocluster_balancer_no_worker", "Requests answered 503", stats.no_worker),
             ("siocluster_balancer_upstream_errors", "Requests answered 502", stats.upstream_errors),
             ("siocluster_balancer_upgrades", "WebSocket upgrades", stats.upgrades),

@@ -192,7 +192,7 @@ class Master:
         while not self.stopping:
             try:
                 command = await asyncio.wait_for(self.commands.get(), _TICK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 command = None
             if command is not None and self._apply(command):
                 return
@@ -284,7 +284,8 @@ class Master:
                 continue
             if h.stop_cause is not None:
                 continue
-            if h.state is WorkerState.STARTING and now - h.started_mono > self.config.cluster.boot_timeout_s:
+            booting_for = now - h.started_mono
+            if h.state is WorkerState.STARTING and booting_for > self.config.cluster.boot_timeout_s:
                 self._stop_hard(h, ExitCause.BOOT_TIMEOUT, "not ready within boot_timeout_s")
             elif h.state is WorkerState.READY:
                 age = h.heartbeat_age(now)
@@ -421,7 +422,8 @@ class Master:
         self.balancer.forget(h.slot, h.generation)
         self._psutil.pop(h.pid, None)
         expected = h.stop_cause in _RETIRED
-        h.state = WorkerState.STOPPED if expected and h.state is WorkerState.DRAINING else WorkerState.DEAD
+        drained = expected and h.state is WorkerState.DRAINING
+        h.state = WorkerState.STOPPED if drained else WorkerState.DEAD
         self._invalidate()
         record = self._slot(h.slot)
         if h.boot_error is not None:

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from .config import HealthConfig
 
-__all__ = ["Action", "Decision", "ExitCause", "describe_exit", "decide_restart"]
+__all__ = ["Action", "Decision", "ExitCause", "decide_restart", "describe_exit"]
 
 
 class ExitCause(StrEnum):

@@ -132,6 +132,7 @@ async def read_message(reader: asyncio.StreamReader) -> ControlMessage | None:
     except asyncio.IncompleteReadError:
         return None
     try:
-        return _decoder.decode(body)
+        message: ControlMessage = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise FrameError(f"invalid control message: {exc}") from None
+    return message

@@ -140,7 +140,7 @@ class WorkerRuntime:
         )
 
     async def stop(self, timeout_s: float) -> None:
-        """Shutdown order: close sessions (clients reconnect elsewhere), stop the adapter, stop aiohttp."""
+        """Close sessions (clients reconnect elsewhere), stop the adapter, then aiohttp."""
         if self._stopped:
             return
         self._stopped = True
@@ -159,7 +159,7 @@ class WorkerRuntime:
             started = time.monotonic()
             try:
                 await asyncio.wait_for(step(), timeout=limit)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("stop: %s did not finish in %.1fs", name, limit)
             except Exception as exc:
                 log.warning("stop: %s failed: %r", name, exc)

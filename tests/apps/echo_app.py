@@ -60,7 +60,7 @@ async def big(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=10_000_000)
     sio.attach(app)
     app.router.add_get("/pid", pid)
     app.router.add_post("/upload", upload)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.cluster import start_cluster
 from tests.clients import disconnect
+from tests.cluster import start_cluster
 
 
 async def _session(url: str, transports: list[str] | None, n: int) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from supervisor.config import (
+    Config,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    redact_url,
+)
+from supervisor.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults() -> None:
+    c = load_config(None, env={})
+    assert c == Config()
+    assert c.balancer.port == 8000 and c.admin.host == "127.0.0.1"
+    assert c.limits.max_message_bytes == 1_000_000
+
+
+def test_repo_config_toml_documents_every_key_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "config.toml").read_text())
+    assert config_from_dict(data, "config.toml") == Config()
+    documented = {(s, k) for s, values in data.items() for k in values}
+    expected = {(s, k) for s, values in config_to_dict(Config()).items() for k in values}
+    assert documented == expected
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[health]\nheartbeat_timeout_s = 5\n[balancer]\nport = 9000\n")
+    env = {"SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT_S": "2", "SIOCLUSTER_BALANCER_PORT": "9100"}
+    c = load_config(path, env=env, overrides={"balancer": {"port": 9200}})
+    assert c.health.heartbeat_timeout_s == 2.0
+    assert c.balancer.port == 9200
+    c = load_config(path, env={})
+    assert c.balancer.port == 9000 and c.health.heartbeat_timeout_s == 5.0
+
+
+def test_env_types() -> None:
+    c = load_config(None, env={"SIOCLUSTER_CLUSTER_PIN_CPUS": "true",
+                               "SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+                               "PATH": "/bin"})
+    assert c.cluster.pin_cpus is True
+    assert c.balancer.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("[health]\nheartbeat_timeout = 3\n", ["health.heartbeat_timeout", "heartbeat_timeout_s"]),
+    ("[helth]\n", ["[helth]", "health"]),
+    ("[balancer]\nport = \"80\"\n", ["balancer.port", "integer"]),
+    ("[balancer]\nport = -1\n", ["balancer.port", "negative"]),
+    ("[cluster]\npin_cpus = 1\n", ["cluster.pin_cpus", "true or false"]),
+    ("[adapter]\nbackend = \"redys\"\n", ["adapter.backend", "'redis'"]),
+    ("[cluster\n", ["invalid TOML"]),
+    ("cluster = 3\n", ["[cluster] must be a table"]),
+])
+def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str,
+                                               needles: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_bad_env() -> None:
+    with pytest.raises(ConfigError, match=r"SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT.*did you mean"):
+        load_config(None, env={"SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT": "2"})
+    with pytest.raises(ConfigError, match=r"SIOCLUSTER_BALANCER_PORT.*integer"):
+        load_config(None, env={"SIOCLUSTER_BALANCER_PORT": "eighty"})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml", env={})
+    assert load_config(tmp_path / "nope.toml", env={}, path_required=False) == Config()
+
+
+def test_redaction() -> None:
+    assert redact_url("redis://:hunter2@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://u:hunter2@h/0") == "redis://u:***@h/0"
+    assert redact_url("redis://h:6379") == "redis://h:6379"
+    c = config_from_dict({"admin": {"token": "s3cret"},
+                          "adapter": {"redis_url": "redis://:pw@h/0"}})
+    text = str(config_to_dict(c, redact=True))
+    assert "s3cret" not in text and "pw@" not in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -19,3 +20,7 @@ class WorkerDirectory(Protocol):
     def socket_path(self, slot: int, generation: int) -> str: ...
 
     def note_handshake(self, slot: int, generation: int) -> None: ...
+
+    def handoff_channel(self, slot: int, generation: int) -> socket.socket | None:
+        """The worker's SOCK_SEQPACKET end for passing client sockets, if it has one."""
+        ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,9 @@ class BalancerStats:
     too_large: int = 0
     upgrades: int = 0
     tunnels_active: int = 0
+    handoffs: int = 0
+    handoff_failures: int = 0
+    head_timeouts: int = 0
     per_slot_requests: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,7 +80,23 @@ class BalancerStats:
             "too_large_413": self.too_large,
             "upgrades": self.upgrades,
             "tunnels_active": self.tunnels_active,
+            "handoffs": self.handoffs,
+            "handoff_failures": self.handoff_failures,
+            "head_timeouts_408": self.head_timeouts,
         }
+
+
+class _HandedOff(web.StreamResponse):
+    """What the handler returns for a connection that now belongs to a worker: nothing is sent."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+_HANDED_OFF = _HandedOff()
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -172,6 +192,9 @@ class Balancer:
         proto = request.scheme
         if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
             self.stats.upgrades += 1
+            if self.config.websocket == "handoff" and self._hand_off_connection(request, decision):
+                self.stats.handoffs += 1
+                return _HANDED_OFF
             self.stats.tunnels_active += 1
             try:
                 return await tunnel_upgrade(
@@ -256,6 +279,31 @@ class Balancer:
             self.stats.upstream_errors += 1
             log.debug("worker %d unreachable: %r", decision.slot, exc)
             return _json_error(502, "worker unavailable")
+
+    def _hand_off_connection(self, request: web.Request, decision: Forward) -> bool:
+        """Pass a keep-alive connection whose next request is an upgrade to its worker.
+
+        aiohttp has already read this head, so it travels with the descriptor
+        and the worker feeds it to its parser.  The client sends nothing more
+        before the 101, so nothing else is in flight.  Our copy of the
+        descriptor is then closed without a shutdown, which leaves the
+        connection to the worker.
+        """
+        channel = self.directory.handoff_channel(decision.slot, decision.generation)
+        transport = request.transport
+        raw = transport.get_extra_info("socket") if transport is not None else None
+        if channel is None or transport is None or raw is None:
+            return False
+        head = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
+        head += [name + b": " + value for name, value in request.raw_headers]
+        try:
+            socket.send_fds(channel, [b"\r\n".join(head) + b"\r\n\r\n"], [raw.fileno()])
+        except OSError:
+            self.stats.handoff_failures += 1
+            return False
+        request.protocol.force_close()
+        transport.abort()
+        return True
 
     def status(self) -> dict[str, Any]:
         return self.stats.as_dict()

@@ -60,8 +60,8 @@ class ClusterConfig:
 class BalancerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
-    # "tunnel": relay upgraded bytes through the master.
-    websocket: Literal["tunnel", "handoff"] = "tunnel"
+    # "handoff": pass upgraded sockets to the worker; "tunnel": relay bytes in the master.
+    websocket: Literal["tunnel", "handoff"] = "handoff"
     # Must exceed the app's ping_interval + ping_timeout (a long-poll waits that long).
     upstream_timeout_s: float = 120.0
     # Seconds a connection to a worker may take to open.

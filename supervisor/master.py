@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from typing import Any
 import psutil
 from aiohttp import web
 
+from balancer.frontdoor import FrontDoor
 from balancer.proxy import Balancer
 from balancer.routing import WorkerView
 from worker import control
@@ -90,7 +92,7 @@ class Master:
         self._psutil: dict[int, psutil.Process] = {}
         self.balancer = Balancer(config.balancer, config.limits, self)
         self._balancer_runner: web.AppRunner | None = None
-        self._balancer_site: web.TCPSite | None = None
+        self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
 
@@ -119,6 +121,12 @@ class Master:
 
     def socket_path(self, slot: int, generation: int) -> str:
         return os.path.join(self.runtime_dir, f"worker-{slot}-{generation:x}.sock")
+
+    def handoff_channel(self, slot: int, generation: int) -> socket.socket | None:
+        for h in self.handles:
+            if h.slot == slot and h.generation == generation:
+                return h.process.handoff
+        return None
 
     def note_handshake(self, slot: int, generation: int) -> None:
         for h in self.handles:
@@ -174,10 +182,12 @@ class Master:
             max_headers=self.config.limits.max_header_count,
         )
         await self._balancer_runner.setup()
-        self._balancer_site = web.TCPSite(
-            self._balancer_runner, b.host, b.port, backlog=2048, reuse_address=True
+        assert self._balancer_runner.server is not None
+        self._front_door = FrontDoor(
+            b, self.config.limits, self, self.balancer.stats, self._balancer_runner.server
         )
-        await self._balancer_site.start()
+        self._front_door.bind()
+        self._front_door.start()
         self._admin_runner = web.AppRunner(
             make_admin_app(self), handle_signals=False, access_log=None, shutdown_timeout=1.0
         )
@@ -522,8 +532,8 @@ class Master:
 
     async def _shutdown(self) -> None:
         self.stopping = True
-        if self._balancer_site is not None:
-            await self._balancer_site.stop()  # 1. stop accepting
+        if self._front_door is not None:
+            await self._front_door.stop()  # 1. stop accepting
         for h in list(self.handles):  # 2. drain
             self._retire(h, ExitCause.SHUTDOWN)
         deadline = time.monotonic() + self.config.cluster.graceful_timeout_s

@@ -23,6 +23,7 @@ __all__ = ["WorkerProcess", "spawn_worker"]
 class WorkerProcess:
     popen: subprocess.Popen[bytes]
     control: socket.socket  # the master's end of the control socketpair
+    handoff: socket.socket  # the master's end of the SOCK_SEQPACKET pair for client fds
     pidfd: int  # readable when the process exits
 
     @property
@@ -47,21 +48,28 @@ class WorkerProcess:
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
         self.control.close()
+        self.handoff.close()
 
 
 def spawn_worker(*, cwd: str, cpu: int | None = None) -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    h_parent, h_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-P", "-m", "worker", "--control-fd", str(child.fileno())],
-            pass_fds=(child.fileno(),),
+            [sys.executable, "-P", "-m", "worker",
+             "--control-fd", str(child.fileno()), "--handoff-fd", str(h_child.fileno())],
+            pass_fds=(child.fileno(), h_child.fileno()),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
         )
     finally:
         child.close()
+        h_child.close()
     if cpu is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(popen.pid, {cpu})
     parent.setblocking(False)
-    return WorkerProcess(popen=popen, control=parent, pidfd=os.pidfd_open(popen.pid))
+    h_parent.setblocking(False)
+    return WorkerProcess(
+        popen=popen, control=parent, handoff=h_parent, pidfd=os.pidfd_open(popen.pid)
+    )

@@ -14,10 +14,11 @@ from .server import run_worker
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m worker")
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--handoff-fd", type=int, default=None)
     args = parser.parse_args()
     # Ctrl-C reaches the whole process group; the master decides how workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return uvloop.run(run_worker(args.control_fd))
+    return uvloop.run(run_worker(args.control_fd, args.handoff_fd))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from balancer.forwarding import TrustedProxies, resolve_client
 from supervisor.config import Config, config_from_dict
 from supervisor.logs import configure_logging
 
@@ -42,25 +43,42 @@ __all__ = ["WorkerRuntime", "run_worker"]
 
 log = logging.getLogger("siocluster.worker")
 
+_MAX_HANDOFF_HEAD = 256 * 1024
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _forwarded_middleware() -> Any:
-    """Give the app the client's address, as the master reported it.
+def _forwarded_middleware(trusted: TrustedProxies) -> Any:
+    """Give the app the client's address, whichever way the connection came.
 
-    Only the master can reach this worker's socket (its directory is 0700), so
-    its X-Forwarded-For/-Proto are trusted; it overwrites whatever the client
-    sent unless the client is a configured trusted proxy.
+    * Through the master's proxy (our Unix socket, which only the master can
+      reach: its directory is 0700): the master resolved the client and wrote
+      it as a single-entry X-Forwarded-For, so that is believed.
+    * Handed off by the master (a TCP socket whose peer is the client itself):
+      the client's own X-Forwarded-* headers are believed only when the peer is
+      one of ``[balancer] trusted_proxies``, exactly as the master would.  Such
+      a connection is closed after any answer but a 101, so a client cannot
+      keep it to bypass per-request routing.
     """
 
     @web.middleware
     async def forwarded(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        handed_off = isinstance(peer, tuple)
         xff = request.headers.get("X-Forwarded-For")
-        if xff:
-            remote = xff.rpartition(",")[2].strip()
+        if not handed_off:
+            if xff:
+                proto = request.headers.get("X-Forwarded-Proto", "http")
+                request = request.clone(remote=xff, scheme=proto)
+            return await handler(request)
+        client = str(peer[0])  # type: ignore[index]
+        if client in trusted:
+            resolved = resolve_client(client, xff, trusted)
             proto = request.headers.get("X-Forwarded-Proto", "http")
-            request = request.clone(remote=remote, scheme=proto)
-        return await handler(request)
+            request = request.clone(remote=resolved, scheme=proto)
+        response = await handler(request)
+        if response.status != 101:
+            response.force_close()
+        return response
 
     return forwarded
 
@@ -75,6 +93,7 @@ class WorkerRuntime:
         self.adapter: AdapterHandle | None = None
         self.stopping = asyncio.Event()
         self._stopped = False
+        self._adopting: set[asyncio.Task[None]] = set()
 
     # Wiring into python-engineio's public surface
 
@@ -94,7 +113,8 @@ class WorkerRuntime:
 
         # A per-instance copy: the driver table itself is shared module state.
         eio._async = {**eio._async, "translate_request": translate_request}
-        self.loaded.app.middlewares.insert(0, _forwarded_middleware())
+        trusted = TrustedProxies(self.config.balancer.trusted_proxies)
+        self.loaded.app.middlewares.insert(0, _forwarded_middleware(trusted))
 
     async def start(self) -> None:
         self._instrument()
@@ -118,6 +138,48 @@ class WorkerRuntime:
             os.unlink(self.msg.socket_path)
         site = web.UnixSite(self.runner, self.msg.socket_path)
         await site.start()
+
+    def adopt_handoffs(self, channel: socket.socket) -> None:
+        """Take client sockets the master passes (SCM_RIGHTS) into our aiohttp server."""
+        loop = asyncio.get_running_loop()
+        assert self.runner is not None and self.runner.server is not None
+        server = self.runner.server
+
+        def on_readable() -> None:
+            while True:
+                try:
+                    head, fds, _flags, _addr = socket.recv_fds(channel, _MAX_HANDOFF_HEAD, 8)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    loop.remove_reader(channel.fileno())
+                    return
+                if not fds and not head:
+                    loop.remove_reader(channel.fileno())  # the master is gone
+                    return
+                for fd in fds:
+                    sock = socket.socket(fileno=fd)
+                    sock.setblocking(False)
+                    # b"h": the head is still unread in the socket (peeked);
+                    # anything else is the head the master had already read.
+                    task = loop.create_task(
+                        self._adopt(server, sock, b"" if head == b"h" else head)
+                    )
+                    self._adopting.add(task)
+                    task.add_done_callback(self._adopting.discard)
+
+        loop.add_reader(channel.fileno(), on_readable)
+
+    async def _adopt(self, server: Any, sock: socket.socket, head: bytes) -> None:
+        try:
+            _transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(
+                server, sock
+            )
+        except OSError:
+            sock.close()
+            return
+        if head:
+            protocol.data_received(head)
 
     def connections(self) -> int:
         return len(self.loaded.sio.eio.sockets)
@@ -147,8 +209,12 @@ class WorkerRuntime:
         sio = self.loaded.sio
         # A close packet for a polling client waits for its next GET; a client
         # that vanished never sends one, so that step is bounded on its own.
+        async def close_sessions() -> None:
+            if sio.eio.sockets:  # python-engineio's disconnect() fails on none
+                await sio.eio.disconnect()
+
         steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
-            ("close sessions", sio.eio.disconnect, min(timeout_s, 3.0)),
+            ("close sessions", close_sessions, min(timeout_s, 3.0)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
         if self.adapter is not None:
@@ -189,7 +255,7 @@ async def _watch_master(master_pid: int) -> None:
         await asyncio.sleep(1.0)
 
 
-async def run_worker(control_fd: int) -> int:
+async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
@@ -220,6 +286,10 @@ async def run_worker(control_fd: int) -> int:
             await writer.drain()
         return control.BOOT_FAILED_EXIT
 
+    if handoff_fd is not None:
+        channel = socket.socket(fileno=handoff_fd)
+        channel.setblocking(False)
+        runtime.adopt_handoffs(channel)
     drain_timeout = config.cluster.graceful_timeout_s
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))

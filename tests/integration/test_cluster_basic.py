@@ -27,9 +27,13 @@ async def _session(url: str, transports: list[str] | None, n: int) -> dict[str, 
         await disconnect(client)
 
 
-@pytest.mark.parametrize("transports", [None, ["polling"], ["websocket"]])
-def test_many_clients_events_and_acks(tmp_path: Path, transports: list[str] | None) -> None:
-    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
+@pytest.mark.parametrize(("transports", "mode"), [
+    (None, "handoff"), (None, "tunnel"), (["polling"], "handoff"), (["websocket"], "handoff"),
+    (["websocket"], "tunnel"),
+])
+def test_many_clients_events_and_acks(tmp_path: Path, transports: list[str] | None,
+                                      mode: str) -> None:
+    with start_cluster(workers=2, tmp_path=tmp_path, args=("--websocket", mode)) as cluster:
         pids = {w["pid"] for w in cluster.ready_workers()}
 
         async def main() -> list[dict[str, Any]]:
@@ -45,3 +49,7 @@ def test_many_clients_events_and_acks(tmp_path: Path, transports: list[str] | No
         status = cluster.status()
         assert status["balancer"]["session_unknown_400"] == 0
         assert status["balancer"]["upstream_errors_502"] == 0
+        if expected == "websocket":
+            upgrades = status["balancer"]["upgrades"]
+            assert upgrades >= 40
+            assert status["balancer"]["handoffs"] == (upgrades if mode == "handoff" else 0)

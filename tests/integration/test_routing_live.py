@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import socketio
 
 from tests.clients import disconnect
@@ -149,10 +150,12 @@ def test_chunked_post_reaches_the_app(tmp_path: Path) -> None:
         assert get().endswith(b'431["sent in chunks, all of it"]')
 
 
-def test_forwarded_headers_and_app_routes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["handoff", "tunnel"])
+def test_forwarded_headers_and_app_routes(tmp_path: Path, mode: str) -> None:
     config = '[balancer]\ntrusted_proxies = ["127.0.0.1"]\n'
-    with start_cluster(workers=2, tmp_path=tmp_path) as plain, \
-            start_cluster(workers=1, tmp_path=tmp_path, config=config) as trusting:
+    args = ("--websocket", mode)
+    with start_cluster(workers=2, tmp_path=tmp_path, args=args) as plain, \
+            start_cluster(workers=1, tmp_path=tmp_path, config=config, args=args) as trusting:
 
         async def main() -> None:
             async with aiohttp.ClientSession() as http:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.cluster import start_cluster
 from tests.eio import connect_and_upgrade, ws_call
@@ -44,8 +45,9 @@ async def storm(url: str) -> tuple[list[Any], list[str], set[int]]:
     return sockets, failures, pids
 
 
-def test_connect_storm_loses_no_session(tmp_path: Path) -> None:
-    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
+@pytest.mark.parametrize("mode", ["handoff", "tunnel"])
+def test_connect_storm_loses_no_session(tmp_path: Path, mode: str) -> None:
+    with start_cluster(workers=2, tmp_path=tmp_path, args=("--websocket", mode)) as cluster:
         sockets, failures, pids = asyncio.run(storm(cluster.url))
         assert failures == [], failures[:5]
         assert len(sockets) == SESSIONS

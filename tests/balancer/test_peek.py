@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from balancer.peek import NEED_MORE, PLAIN, Upgrade, classify_head
+
+UPGRADE = (b"GET /socket.io/?EIO=4&transport=websocket&sid=0.1.abc HTTP/1.1\r\n"
+           b"Host: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+           b"Sec-WebSocket-Key: k\r\n\r\n")
+
+
+def test_upgrade_with_sid() -> None:
+    assert classify_head(UPGRADE) == Upgrade(sid="0.1.abc", path="/socket.io/")
+
+
+def test_upgrade_without_sid_is_a_new_session() -> None:
+    head = UPGRADE.replace(b"&sid=0.1.abc", b"")
+    assert classify_head(head) == Upgrade(sid=None, path="/socket.io/")
+
+
+def test_partial_head_needs_more_until_complete() -> None:
+    for cut in (1, 3, 10, len(UPGRADE) - 1):
+        assert classify_head(UPGRADE[:cut]) in (NEED_MORE, PLAIN)
+    assert classify_head(UPGRADE[:20]) is NEED_MORE
+    assert classify_head(UPGRADE[:20], complete=True) is PLAIN
+
+
+def test_everything_else_is_plain() -> None:
+    assert classify_head(b"POST /socket.io/ HTTP/1.1\r\n") is PLAIN
+    assert classify_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is PLAIN
+    assert classify_head(UPGRADE.replace(b"Connection: keep-alive, Upgrade",
+                                         b"Connection: keep-alive")) is PLAIN
+    assert classify_head(b"GET /\xff HTTP/1.1\r\nUpgrade: websocket\r\n"
+                         b"Connection: upgrade\r\n\r\n") is PLAIN
+    assert classify_head(b"\x16\x03\x01\x02\x00") is PLAIN  # a TLS ClientHello
+
+
+@given(st.binary(max_size=600))
+def test_never_raises(data: bytes) -> None:
+    classify_head(data)
+    classify_head(data, complete=True)
+    classify_head(b"GET " + data)
+    classify_head(b"GET /?sid=" + data + b" HTTP/1.1\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\n\r\n")

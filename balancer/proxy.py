@@ -15,8 +15,10 @@ reads ``CONTENT_LENGTH`` and would see a chunked body as empty.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,22 @@ HOP_BY_HOP = frozenset(
 _STREAM_BODY_OVER = 256 * 1024
 
 
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                     10.0, 30.0, 60.0)
+
+
+@dataclass
+class Latency:
+    """A histogram kept as plain counters; /metrics renders it."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.total_s += seconds
+
+
 @dataclass
 class BalancerStats:
     requests: int = 0
@@ -68,7 +86,11 @@ class BalancerStats:
     handoffs: int = 0
     handoff_failures: int = 0
     head_timeouts: int = 0
-    per_slot_requests: dict[int, int] = field(default_factory=dict)
+    # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
+    # (POST with sid) and "app" (everything else).
+    latency: dict[str, Latency] = field(
+        default_factory=lambda: {k: Latency() for k in ("handshake", "poll", "send", "app")}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -206,7 +228,16 @@ class Balancer:
                 )
             finally:
                 self.stats.tunnels_active -= 1
-        return await self._forward(request, decision, client, proto)
+        started = time.monotonic()
+        response = await self._forward(request, decision, client, proto)
+        if request.path != self.directory.engineio_path:
+            kind = "app"
+        elif decision.new_session:
+            kind = "handshake"
+        else:
+            kind = "poll" if request.method == "GET" else "send"
+        self.stats.latency[kind].observe(time.monotonic() - started)
+        return response
 
     async def _read_body(self, request: web.Request) -> bytes | web.Response | None:
         """The body to send on, or None to stream it, or an error response."""

@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Command
 from .handle import SlotRecord, WorkerHandle
@@ -152,6 +159,41 @@ class _MasterCollector(Collector):
         tunnels = GaugeMetricFamily("siocluster_balancer_tunnels", "WebSocket tunnels open")
         tunnels.add_metric([], stats.tunnels_active)
         yield tunnels
+        for name, doc, value in (
+            ("siocluster_balancer_handoffs", "WebSocket sockets passed to workers",
+             stats.handoffs),
+            ("siocluster_balancer_head_timeouts", "Connections closed for a slow head (408)",
+             stats.head_timeouts),
+        ):
+            counter = CounterMetricFamily(name, doc)
+            counter.add_metric([], value)
+            yield counter
+        latency = HistogramMetricFamily(
+            "siocluster_proxy_request_seconds", "Proxied HTTP request latency", labels=["kind"]
+        )
+        for kind, hist in stats.latency.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), hist.counts,
+                                    strict=True):
+                cumulative += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            latency.add_metric([kind], buckets, hist.total_s)
+        yield latency
+        messages = CounterMetricFamily(
+            "siocluster_messages_received", "Engine.IO messages received, per worker slot",
+            labels=["slot"],
+        )
+        adapter: dict[str, GaugeMetricFamily] = {}
+        for h in m.handles:
+            messages.add_metric([str(h.slot)], h.messages_total)
+            for key, value in h.adapter.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    family = adapter.setdefault(key, GaugeMetricFamily(
+                        f"siocluster_adapter_{key}", f"Cross-worker adapter: {key}",
+                        labels=["slot"]))
+                    family.add_metric([str(h.slot)], value)
+        yield messages
+        yield from adapter.values()
 
 
 def make_admin_app(master: Master) -> web.Application:

@@ -39,6 +39,7 @@ class WorkerHandle:
     handshakes_reported: int = 0
     handshakes_assigned: int = 0
     loop_lag_s: float = 0.0
+    messages_total: int = 0
     adapter: dict[str, Any] = field(default_factory=dict)
     engineio_path: str = "/socket.io/"
     ping_budget_s: float = 0.0

@@ -75,6 +75,7 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     connections: int
     handshakes_total: int
     loop_lag_s: float
+    messages_total: int = 0
     adapter: dict[str, Any] = {}
 
 

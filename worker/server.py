@@ -89,6 +89,7 @@ class WorkerRuntime:
         self.config = config
         self.loaded = loaded
         self.handshakes_total = 0
+        self.messages_total = 0
         self.runner: web.AppRunner | None = None
         self.adapter: AdapterHandle | None = None
         self.stopping = asyncio.Event()
@@ -111,6 +112,14 @@ class WorkerRuntime:
                 environ["REMOTE_ADDR"] = request.remote
             return environ
 
+        on_message = eio.handlers.get("message")
+        if on_message is not None:
+
+            async def counted(eio_sid: str, data: Any) -> Any:
+                self.messages_total += 1
+                return await on_message(eio_sid, data)
+
+            eio.handlers["message"] = counted
         # A per-instance copy: the driver table itself is shared module state.
         eio._async = {**eio._async, "translate_request": translate_request}
         trusted = TrustedProxies(self.config.balancer.trusted_proxies)
@@ -198,6 +207,7 @@ class WorkerRuntime:
             connections=self.connections(),
             handshakes_total=self.handshakes_total,
             loop_lag_s=round(lag, 4),
+            messages_total=self.messages_total,
             adapter=self.adapter.status() if self.adapter else {},
         )
 

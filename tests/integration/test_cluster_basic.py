@@ -49,6 +49,10 @@ def test_many_clients_events_and_acks(tmp_path: Path, transports: list[str] | No
         status = cluster.status()
         assert status["balancer"]["session_unknown_400"] == 0
         assert status["balancer"]["upstream_errors_502"] == 0
+        _code, metrics = cluster.admin("/metrics")
+        assert 'siocluster_workers{state="ready"} 2.0' in metrics
+        assert 'siocluster_proxy_request_seconds_bucket{kind="handshake",le="+Inf"}' in metrics
+        assert "siocluster_messages_received_total" in metrics
         if expected == "websocket":
             upgrades = status["balancer"]["upgrades"]
             assert upgrades >= 40

@@ -1,16 +1,59 @@
 """Cross-worker adapter: the entry point the worker runtime calls.
 
-:func:`install_adapter` replaces the app's client manager before the worker
-reports ready, and returns an :class:`AdapterHandle` for status and shutdown.
+:func:`install_adapter` replaces the app's client manager with a
+:class:`~.manager.ClusterManager`, connects it to the other workers and
+subscribes *before* returning (python-socketio would only subscribe at the
+first client connection, leaving a fresh worker deaf), and returns an
+:class:`AdapterHandle` for status and shutdown.
+
+Backends (``config.adapter.backend``):
+
+* ``local`` (default): Unix sockets between the workers of this host, in
+  ``runtime_dir`` (:mod:`.local`);
+* ``redis``: Redis pub/sub, sharded on Redis >= 7 (:mod:`.redis_backend`);
+* ``none``: python-socketio's own in-process manager is left alone.
+
+The user reaches the cluster API through ``sio.manager`` (``fetch_sockets``,
+``server_side_emit``, ``on_server_side``, ``sockets_join`` ...; see
+:class:`~.manager.ClusterManager`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from supervisor.config import Config
 
-__all__ = ["AdapterHandle", "install_adapter"]
+from .envelope import Codec
+from .exceptions import (
+    AdapterError,
+    BackendError,
+    EncodingError,
+    ProtocolError,
+    RequestTimeout,
+    UnsupportedVersion,
+)
+from .local import LocalTransport
+from .manager import ClusterManager, SocketInfo
+from .redis_backend import RedisTransport
+from .transport import AdapterState, Transport
+
+__all__ = [
+    "AdapterError",
+    "AdapterHandle",
+    "AdapterState",
+    "BackendError",
+    "ClusterManager",
+    "EncodingError",
+    "ProtocolError",
+    "RequestTimeout",
+    "SocketInfo",
+    "UnsupportedVersion",
+    "install_adapter",
+]
+
+log = logging.getLogger("siocluster.adapter")
 
 
 class AdapterHandle(Protocol):
@@ -27,7 +70,44 @@ class _NoAdapter:
         return None
 
 
+def _transport(config: Config, slot: int, generation: int, runtime_dir: str) -> Transport:
+    ac = config.adapter
+    if ac.backend == "local":
+        return LocalTransport(
+            runtime_dir, slot, generation, scan_interval_s=ac.heartbeat_interval_s
+        )
+    if ac.backend == "redis":
+        return RedisTransport(
+            ac.redis_url, ac.channel, slot, generation,
+            outage_buffer_s=ac.outage_buffer_s,
+            outage_buffer_bytes=ac.outage_buffer_bytes,
+            start_timeout_s=ac.request_timeout_s,
+        )
+    raise BackendError(f"unknown adapter backend {ac.backend!r}")
+
+
 async def install_adapter(
     sio: Any, config: Config, *, slot: int, generation: int, runtime_dir: str
 ) -> AdapterHandle:
-    return _NoAdapter()
+    """Replace ``sio.manager`` and subscribe; call inside the running loop, before listening."""
+    ac = config.adapter
+    if ac.backend == "none":
+        return _NoAdapter()
+    if sio.eio.sockets:
+        raise AdapterError("install_adapter must run before the server accepts connections")
+    manager = ClusterManager(
+        _transport(config, slot, generation, runtime_dir),
+        request_timeout_s=ac.request_timeout_s,
+        heartbeat_interval_s=ac.heartbeat_interval_s,
+        codec=Codec.MSGPACK,
+    )
+    if getattr(sio.manager, "logger", None) is not None:
+        manager.logger = sio.manager.logger
+    sio.manager = manager
+    manager.set_server(sio)
+    await manager.start()
+    # We subscribed eagerly; python-socketio must not initialize it again.
+    sio.manager_initialized = True
+    log.info("adapter %s up as node %s (%s)", ac.backend, manager.node,
+             manager.transport.state.name.lower())
+    return manager

@@ -29,12 +29,14 @@ __all__ = [
     "SECTIONS",
     "AdapterConfig",
     "AdminConfig",
+    "AuthConfig",
     "BalancerConfig",
     "ClusterConfig",
     "Config",
     "HealthConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "SocketIOConfig",
     "config_from_dict",
     "config_to_dict",
     "load_config",
@@ -114,6 +116,28 @@ class LimitsConfig:
     header_timeout_s: float = 10.0
     handshake_rate_per_ip: float = 0.0
     max_sessions_per_ip: int = 0
+    # Per-socket event rate (token bucket, burst = 2x rate) and what happens past it.
+    event_rate_per_socket: float = 0.0
+    event_rate_action: Literal["drop", "disconnect"] = "drop"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SocketIOConfig:
+    # Origins allowed to connect; empty means same-origin only, ["*"] means any.
+    cors_allowed_origins: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # JWT verification of every Socket.IO connection; off unless enabled.
+    enabled: bool = False
+    # Exactly one of: a shared secret or PEM public key file, or a JWKS file.
+    key_file: str = ""
+    jwks_file: str = ""
+    algorithms: tuple[str, ...] = ("RS256",)
+    audience: str = ""
+    issuer: str = ""
+    leeway_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,6 +156,8 @@ class Config:
     health: HealthConfig = HealthConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+    socketio: SocketIOConfig = SocketIOConfig()
+    auth: AuthConfig = AuthConfig()
 
     def effective_workers(self) -> int:
         return self.cluster.workers or (os.cpu_count() or 1)

@@ -37,6 +37,7 @@ from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
+from .guards import install_guards
 from .sid import mint_sid
 
 __all__ = ["WorkerRuntime", "run_worker"]
@@ -122,6 +123,10 @@ class WorkerRuntime:
             eio.handlers["message"] = counted
         # A per-instance copy: the driver table itself is shared module state.
         eio._async = {**eio._async, "translate_request": translate_request}
+        # One cap for polling bodies and WebSocket messages alike.
+        if self.config.limits.max_message_bytes:
+            eio.max_http_buffer_size = self.config.limits.max_message_bytes
+        install_guards(self.loaded.sio, self.config)
         trusted = TrustedProxies(self.config.balancer.trusted_proxies)
         self.loaded.app.middlewares.insert(0, _forwarded_middleware(trusted))
 

@@ -61,6 +61,25 @@ async def _readable(conn: socket.socket, timeout: float) -> None:
         loop.remove_reader(conn.fileno())
 
 
+async def _refuse(conn: socket.socket, response: bytes) -> None:
+    """Answer and close without a reset: closing with unread bytes would send RST,
+    which can destroy the answer before the client reads it."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(OSError):
+        while conn.recv(65536):
+            pass
+    with contextlib.suppress(OSError):
+        conn.send(response)
+        conn.shutdown(socket.SHUT_WR)
+        deadline = loop.time() + 1.0
+        while loop.time() < deadline:
+            try:
+                if not conn.recv(65536):
+                    break
+            except BlockingIOError:
+                await _readable(conn, deadline - loop.time())
+
+
 class FrontDoor:
     def __init__(
         self,
@@ -148,8 +167,7 @@ class FrontDoor:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.stats.head_timeouts += 1
-                with contextlib.suppress(OSError):
-                    conn.send(_response_408())
+                await _refuse(conn, _response_408())
                 return None
             if data is None:
                 await _readable(conn, remaining)
@@ -176,6 +194,10 @@ class FrontDoor:
             conn.close()
 
     def _hand_off(self, conn: socket.socket, upgrade: Upgrade) -> bool:
+        if upgrade.sid is None and self.limits.handshake_rate_per_ip:
+            # New sessions are rate limited by the proxy, which sees every header
+            # (X-Forwarded-For from trusted proxies); it hands the connection off after.
+            return False
         decision = route(upgrade.sid, self.directory.views())
         if not isinstance(decision, Forward):
             return False  # aiohttp answers the 400/503 with the proper body

@@ -31,6 +31,7 @@ from supervisor.config import BalancerConfig, LimitsConfig
 
 from .directory import WorkerDirectory
 from .forwarding import TrustedProxies, resolve_client
+from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
 from .tunnel import tunnel_upgrade
 
@@ -86,6 +87,7 @@ class BalancerStats:
     handoffs: int = 0
     handoff_failures: int = 0
     head_timeouts: int = 0
+    rate_limited: int = 0
     # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
     # (POST with sid) and "app" (everything else).
     latency: dict[str, Latency] = field(
@@ -105,6 +107,7 @@ class BalancerStats:
             "handoffs": self.handoffs,
             "handoff_failures": self.handoff_failures,
             "head_timeouts_408": self.head_timeouts,
+            "rate_limited_429": self.rate_limited,
         }
 
 
@@ -148,6 +151,8 @@ class Balancer:
         self.stats = BalancerStats()
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
+        rate = limits.handshake_rate_per_ip
+        self.handshake_limiter = KeyedLimiter(rate, max(1.0, 2 * rate)) if rate else None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=config.connect_timeout_s,
@@ -207,10 +212,18 @@ class Balancer:
             return web.Response(
                 status=decision.status, body=decision.body, content_type=decision.content_type
             )
+        client = self.client_address(request)
         if decision.new_session and request.path == self.directory.engineio_path:
+            if self.handshake_limiter is not None:
+                allowed, wait = self.handshake_limiter.allow(client, time.monotonic())
+                if not allowed:
+                    self.stats.rate_limited += 1
+                    return web.json_response(
+                        {"code": 429, "message": "too many new sessions from this address"},
+                        status=429, headers={"Retry-After": retry_after_header(wait)},
+                    )
             self.directory.note_handshake(decision.slot, decision.generation)
             self.stats.handshakes += 1
-        client = self.client_address(request)
         proto = request.scheme
         if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
             self.stats.upgrades += 1

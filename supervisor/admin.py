@@ -164,6 +164,8 @@ class _MasterCollector(Collector):
              stats.handoffs),
             ("siocluster_balancer_head_timeouts", "Connections closed for a slow head (408)",
              stats.head_timeouts),
+            ("siocluster_balancer_rate_limited", "New sessions refused by the rate limit (429)",
+             stats.rate_limited),
         ):
             counter = CounterMetricFamily(name, doc)
             counter.add_metric([], value)

@@ -1,0 +1,60 @@
+"""Token buckets keyed by client address.  Pure: the caller passes the time.
+
+Each key gets ``burst`` tokens, refilled at ``rate`` per second.  Memory is
+bounded: past ``max_keys`` the buckets that are full again (idle long enough
+to have refilled, so forgetting them changes nothing) are dropped, oldest
+first, and if all are busy the oldest is dropped anyway.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["KeyedLimiter", "retry_after_header"]
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class KeyedLimiter:
+    def __init__(self, rate: float, burst: float, *, max_keys: int = 100_000) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: dict[str, _Bucket] = {}
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def allow(self, key: str, now: float) -> tuple[bool, float]:
+        """Take a token; return (allowed, seconds until one is available)."""
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(self.burst, now)
+            if len(self._buckets) >= self.max_keys:
+                self._prune(now)
+        else:
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+            bucket.stamp = now
+        self._buckets[key] = bucket  # re-inserted: the dict stays in last-use order
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True, 0.0
+        return False, (1 - bucket.tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        refill = self.burst / self.rate
+        for key in [k for k, b in self._buckets.items() if now - b.stamp >= refill]:
+            del self._buckets[key]
+        while len(self._buckets) >= self.max_keys:
+            del self._buckets[next(iter(self._buckets))]
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))

@@ -1,0 +1,145 @@
+"""Balancer limits against a live cluster: each refusal, then a client that still works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import aiohttp
+import socketio
+
+from tests.clients import disconnect
+from tests.cluster import Cluster, start_cluster
+from tests.eio import connect_and_upgrade, handshake, poll, post
+
+
+def _still_serving(cluster: Cluster) -> None:
+    async def main() -> None:
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(cluster.url, wait_timeout=10)
+        assert (await client.call("echo", "still here", timeout=5)) == "still here"
+        await disconnect(client)
+
+    asyncio.run(main())
+    code, health = cluster.admin("/health")
+    assert code == 200, health
+
+
+def _raw(port: int, data: bytes, *, read_timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            out += chunk
+            if b"\r\n\r\n" in out and b"Connection: close" not in out and len(out) > 12:
+                head, _, body = out.partition(b"\r\n\r\n")
+                length = next((int(v) for k, _, v in (ln.partition(b":") for ln in
+                               head.split(b"\r\n")[1:]) if k.lower() == b"content-length"), 0)
+                if len(body) >= length:
+                    break
+        return out
+
+
+def test_handshake_rate_per_ip(tmp_path: Path) -> None:
+    env = {"SIOCLUSTER_LIMITS_HANDSHAKE_RATE_PER_IP": "2"}
+    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster:
+
+        async def main() -> None:
+            async with aiohttp.ClientSession() as http:
+                first = await handshake(http, cluster.url)
+                statuses = []
+                retry_after = None
+                for _ in range(6):
+                    async with http.get(cluster.url + "/socket.io/?EIO=4&transport=polling") as r:
+                        statuses.append(r.status)
+                        if r.status == 429:
+                            retry_after = r.headers["Retry-After"]
+                assert statuses.count(200) == 3 and 429 in statuses, statuses
+                assert retry_after is not None and int(retry_after) >= 1
+                # A request with a valid sid is never throttled.
+                sid = first["sid"]
+                assert await post(http, cluster.url, sid, "40") == 200
+                status, text = await poll(http, cluster.url, sid)
+                assert status == 200 and text.startswith("40")
+                await asyncio.sleep(float(retry_after))
+
+        asyncio.run(main())
+        _still_serving(cluster)
+        assert cluster.status()["balancer"]["rate_limited_429"] >= 1
+
+
+def test_oversize_bodies_and_messages(tmp_path: Path) -> None:
+    env = {"SIOCLUSTER_LIMITS_MAX_MESSAGE_BYTES": "10000"}
+    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster:
+
+        async def main() -> None:
+            async with aiohttp.ClientSession() as http:
+                sid = (await handshake(http, cluster.url))["sid"]
+                big = "42" + json.dumps(["echo", "x" * 20_000])
+                assert await post(http, cluster.url, sid, big) == 413
+                _sid, ws = await connect_and_upgrade(http, cluster.url)
+                await ws.send_str(big)
+                msg = await ws.receive(timeout=10)
+                while msg.type == aiohttp.WSMsgType.TEXT:  # a ping may come first
+                    msg = await ws.receive(timeout=10)
+                assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    assert msg.data == 1009  # message too big
+
+        asyncio.run(main())
+        _still_serving(cluster)
+
+
+def test_smuggling_and_bad_framing_get_400(tmp_path: Path) -> None:
+    with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
+        both = _raw(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /pid HTTP/1.1\r\n\r\n")
+        assert both[9:12] == b"400", both[:80]
+        bad_chunk = _raw(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        assert bad_chunk[9:12] == b"400", bad_chunk[:80]
+        huge = _raw(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000
+                    + b"\r\n\r\n")
+        assert huge[9:10] == b"4", huge[:80]
+        many = b"".join(f"X-H{i}: v\r\n".encode() for i in range(500))
+        too_many = _raw(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert too_many[9:10] == b"4", too_many[:80]
+        assert cluster.proc.poll() is None
+        _still_serving(cluster)
+
+
+def test_slowloris_head_gets_408(tmp_path: Path) -> None:
+    env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": "1"}
+    with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
+        slow = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", cluster.port), timeout=5)
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        started = time.monotonic()
+        _still_serving(cluster)  # others are served meanwhile
+        for s in slow:
+            s.sendall(b"X-Slow: 1\r\n")  # trickling, never finishing
+        answers = []
+        for s in slow:
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            answers.append(data)
+            s.close()
+        elapsed = time.monotonic() - started
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0]
+        assert elapsed < 4, elapsed
+        assert cluster.status()["balancer"]["head_timeouts_408"] == 20

@@ -12,15 +12,23 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+# System packages the tests use: redis-server (adapter tests), node + npm (the
+# official socket.io-client), chromium (the example page, headless).
+apt_install() {  # apt_install COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] && return 0
+  shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing redis-server"
-    (apt-get install -y -qq redis-server >/dev/null 2>&1) ||
-      (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
+    echo "installing $*"
+    (apt-get install -y -qq "$@" >/dev/null 2>&1) ||
+      (apt-get update -qq && apt-get install -y -qq "$@" >/dev/null) ||
+      echo "could not install $*; the tests that need it will say so" >&2
   else
-    echo "redis-server is missing and cannot be installed here (need root and apt-get)" >&2
+    echo "$* missing and cannot be installed here (need root and apt-get)" >&2
   fi
-fi
+}
+apt_install redis-server redis-server
+apt_install node nodejs npm
+apt_install chromium chromium
 
 for dir in tests/js examples/chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then

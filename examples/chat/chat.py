@@ -1,51 +1,74 @@
 """The classic Socket.IO chat, served by siocluster.
 
-    siocluster run chat:app --workers 2 --port 8000     (from this directory)
+    ./run.sh                                            (installs what's missing, 2 workers, :8000)
+    siocluster run chat:app --workers 2 --port 8000     (from this directory, after ./setup.sh)
+
+Every worker runs this module. A broadcast with ``sio.emit`` reaches the tabs on every worker
+because siocluster installs its cross-worker adapter; the page asks ``whoami`` to show which
+worker pid served it. The browser client is the official one from npm, served from
+``node_modules`` rather than a CDN so the example works offline once set up.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import socketio
 from aiohttp import web
 
-HERE = Path(__file__).parent
-sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=[])
+__all__ = ["app", "sio"]
+
+HERE = Path(__file__).resolve().parent
+STATIC = HERE / "static"
+VENDOR = HERE / "node_modules" / "socket.io-client" / "dist"
+
+# The default CORS policy: only pages from this same origin may connect.
+sio = socketio.AsyncServer(async_mode="aiohttp")
 
 
 @sio.event
-async def connect(sid: str, environ: dict[str, object], auth: object = None) -> None:
+async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
     await sio.emit("system", f"someone joined (worker pid {os.getpid()})", skip_sid=sid)
 
 
+@sio.event
+async def disconnect(sid: str, *_reason: Any) -> None:
+    await sio.emit("system", f"someone left (worker pid {os.getpid()})")
+
+
 @sio.on("chat message")
-async def chat_message(sid: str, msg: str) -> None:
-    await sio.emit("chat message", msg)
+async def chat_message(sid: str, msg: Any) -> None:
+    if isinstance(msg, str) and msg.strip():
+        await sio.emit("chat message", msg[:1000])
 
 
 @sio.event
-async def whoami(sid: str) -> dict[str, object]:
+async def whoami(sid: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "sid": sid}
 
 
 async def index(_request: web.Request) -> web.FileResponse:
-    return web.FileResponse(HERE / "static" / "index.html")
+    return web.FileResponse(STATIC / "index.html")
 
 
-VENDOR = HERE / "node_modules" / "socket.io-client" / "dist"
-
-
-async def vendor(request: web.Request) -> web.StreamResponse:
-    """The official browser client, from the npm package installed by setup.sh."""
+async def vendor(request: web.Request) -> web.FileResponse:
+    """The official browser client, from the npm package that setup.sh installs."""
     path = (VENDOR / request.match_info["name"]).resolve()
-    if VENDOR.resolve() not in path.parents or not path.is_file():
+    if not VENDOR.is_dir():
         raise web.HTTPNotFound(text="socket.io-client is not installed: run examples/chat/setup.sh")
+    if path.parent != VENDOR.resolve() or not path.is_file():
+        raise web.HTTPNotFound()
     return web.FileResponse(path)
 
 
-app = web.Application()
-sio.attach(app)
-app.router.add_get("/", index)
-app.router.add_get("/vendor/{name}", vendor)
+def make_app() -> web.Application:
+    application = web.Application()
+    sio.attach(application)
+    application.router.add_get("/", index)
+    application.router.add_get("/vendor/{name}", vendor)
+    return application
+
+
+app = make_app()

@@ -233,8 +233,11 @@ class Master:
                 return
             if (new.balancer, new.admin) != (self.config.balancer, self.config.admin):
                 log.warning("reload: [balancer] and [admin] changes need a full restart")
+            # A runtime scale (TTIN/TTOU, `siocluster scale`) survives a reload
+            # unless the configured worker count itself changed.
+            if new.cluster.workers != self.config.cluster.workers:
+                self.desired = new.effective_workers()
             self.config = new
-            self.desired = new.effective_workers()
         for record in self.slots.values():
             if record.parked is WorkerState.FAILED:
                 record.parked, record.restart_times = None, []

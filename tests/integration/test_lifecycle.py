@@ -132,3 +132,28 @@ def test_no_ready_worker_is_503(tmp_path: Path) -> None:
         except urllib.error.HTTPError as exc:
             assert exc.code == 503
         assert cluster.proc.poll() is None, "the master stays up"
+
+
+def test_cli_scale_reload_stop_and_json_logs(tmp_path: Path) -> None:
+    import json
+
+    with start_cluster(workers=1, tmp_path=tmp_path, args=("--log-format", "json")) as cluster:
+        admin = ["--admin-port", str(cluster.admin_port)]
+        assert run_cli("scale", "2", *admin).returncode == 0
+        cluster.wait_ready(2)
+        before = cluster.worker_pids()
+        assert run_cli("reload", *admin).returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            ready = {w["pid"] for w in cluster.ready_workers()}
+            if len(ready) == 2 and not ready & before and len(cluster.status()["workers"]) == 2:
+                break
+            assert time.monotonic() < deadline, "reload did not replace every worker"
+            time.sleep(0.1)
+        assert run_cli("stop", *admin).returncode == 0
+        assert cluster.proc.wait(20) == 0
+        lines = [line for line in cluster.log().splitlines() if line.strip()]
+        entries = [json.loads(line) for line in lines]
+        assert {e["role"] for e in entries} == {"master", "worker"}
+        assert all(isinstance(e["pid"], int) for e in entries)
+        assert {e["slot"] for e in entries if e["role"] == "worker"} == {0, 1}

@@ -98,3 +98,10 @@ def test_redaction() -> None:
                           "adapter": {"redis_url": "redis://:pw@h/0"}})
     text = str(config_to_dict(c, redact=True))
     assert "s3cret" not in text and "pw@" not in text
+
+
+def test_zero_workers_means_one_per_core() -> None:
+    import os
+
+    assert Config().effective_workers() == (os.cpu_count() or 1)
+    assert load_config(None, env={"SIOCLUSTER_CLUSTER_WORKERS": "3"}).effective_workers() == 3

@@ -1,0 +1,28 @@
+"""The workloads, in the order they run; each takes the :class:`~bench.lab.Lab`.
+
+Every workload starts its own fresh targets, runs identical client code
+against each, and returns a :class:`~bench.model.Section`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..lab import Lab
+from ..model import Section
+from .echo import polling_echo, ws_echo
+from .fanout import fanout
+from .idle import idle_memory
+from .storm import connect_storm
+
+__all__ = ["WORKLOADS", "Workload"]
+
+Workload = Callable[[Lab], Section]
+
+WORKLOADS: dict[str, Workload] = {
+    "ws-echo": ws_echo,
+    "fan-out": fanout,
+    "connect-storm": connect_storm,
+    "polling-echo": polling_echo,
+    "idle-memory": idle_memory,
+}

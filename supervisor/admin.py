@@ -80,6 +80,7 @@ def _worker_entry(h: WorkerHandle, record: SlotRecord, now: float) -> dict[str, 
         "cpu_percent": h.sample.get("cpu_percent"),
         "fds": h.sample.get("fds"),
         "threads": h.sample.get("threads"),
+        "guards": h.guards,
     }
 
 
@@ -186,7 +187,13 @@ class _MasterCollector(Collector):
             labels=["slot"],
         )
         adapter: dict[str, GaugeMetricFamily] = {}
+        guards = CounterMetricFamily(
+            "siocluster_guard_events", "Auth results, rate-limited events and typed-payload "
+            "checks, per worker slot", labels=["slot", "kind"],
+        )
         for h in m.handles:
+            for kind, count in sorted(h.guards.items()):
+                guards.add_metric([str(h.slot), kind], count)
             messages.add_metric([str(h.slot)], h.messages_total)
             for key, value in h.adapter.items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
@@ -195,6 +202,7 @@ class _MasterCollector(Collector):
                         labels=["slot"]))
                     family.add_metric([str(h.slot)], value)
         yield messages
+        yield guards
         yield from adapter.values()
 
 

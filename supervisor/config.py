@@ -123,7 +123,7 @@ class LimitsConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SocketIOConfig:
-    # Origins allowed to connect; empty means same-origin only, ["*"] means any.
+    # Origins allowed to connect; ["*"] means any; empty keeps the app's own setting.
     cors_allowed_origins: tuple[str, ...] = ()
 
 
@@ -260,7 +260,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
                 )
             kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         sections[section_name] = section_type(**kwargs)
-    return Config(**sections)
+    config = Config(**sections)
+    if any(a.lower() == "none" for a in config.auth.algorithms):
+        raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
+    return config
 
 
 def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, dict[str, Any]]:

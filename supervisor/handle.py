@@ -40,6 +40,7 @@ class WorkerHandle:
     handshakes_assigned: int = 0
     loop_lag_s: float = 0.0
     messages_total: int = 0
+    guards: dict[str, int] = field(default_factory=dict)
     adapter: dict[str, Any] = field(default_factory=dict)
     engineio_path: str = "/socket.io/"
     ping_budget_s: float = 0.0

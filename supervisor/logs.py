@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 __all__ = ["configure_logging"]
 
 
@@ -50,6 +52,15 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class _DropClientErrors(logging.Filter):
+    """aiohttp logs a full traceback for every malformed request it answers 400;
+    a 10-byte bad request line must not cost a kilobyte of log (and a log flood)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
 def configure_logging(level: str, fmt: str, *, role: str, slot: int | None = None) -> None:
     tag = role if slot is None else f"{role} {slot}"
     handler = logging.StreamHandler(sys.stderr)
@@ -62,3 +73,4 @@ def configure_logging(level: str, fmt: str, *, role: str, slot: int | None = Non
     root.setLevel(level.upper())
     # aiohttp's access log is on the hot path; it is enabled by [logging] access_log only.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_DropClientErrors())

@@ -402,6 +402,7 @@ class Master:
             h.handshakes_reported = msg.handshakes_total
             h.loop_lag_s = msg.loop_lag_s
             h.messages_total = msg.messages_total
+            h.guards = msg.guards
             h.adapter = msg.adapter
             self._invalidate()
         elif isinstance(msg, control.Ready):

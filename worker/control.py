@@ -77,6 +77,7 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     loop_lag_s: float
     messages_total: int = 0
     adapter: dict[str, Any] = {}
+    guards: dict[str, int] = {}
 
 
 ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat

@@ -3,12 +3,13 @@
 ::
 
     WorkerError
-     └── AppLoadError    APP cannot be imported or is not a Socket.IO app
+     ├── AppLoadError      APP cannot be imported or is not a Socket.IO app
+     └── AuthConfigError   an [auth] setting cannot work; names the key
 """
 
 from __future__ import annotations
 
-__all__ = ["AppLoadError", "WorkerError"]
+__all__ = ["AppLoadError", "AuthConfigError", "WorkerError"]
 
 
 class WorkerError(Exception):
@@ -17,3 +18,7 @@ class WorkerError(Exception):
 
 class AppLoadError(WorkerError):
     """The user's app could not be imported or built; the message names it."""
+
+
+class AuthConfigError(WorkerError):
+    """An ``[auth]`` setting cannot work; the message names the key."""

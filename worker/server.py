@@ -37,7 +37,7 @@ from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
-from .guards import install_guards
+from .guards import Guards, install_guards
 from .sid import mint_sid
 
 __all__ = ["WorkerRuntime", "run_worker"]
@@ -91,6 +91,7 @@ class WorkerRuntime:
         self.loaded = loaded
         self.handshakes_total = 0
         self.messages_total = 0
+        self.guards: Guards | None = None
         self.runner: web.AppRunner | None = None
         self.adapter: AdapterHandle | None = None
         self.stopping = asyncio.Event()
@@ -126,7 +127,7 @@ class WorkerRuntime:
         # One cap for polling bodies and WebSocket messages alike.
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
-        install_guards(self.loaded.sio, self.config)
+        self.guards = install_guards(self.loaded.sio, self.config)
         trusted = TrustedProxies(self.config.balancer.trusted_proxies)
         self.loaded.app.middlewares.insert(0, _forwarded_middleware(trusted))
 
@@ -213,6 +214,7 @@ class WorkerRuntime:
             handshakes_total=self.handshakes_total,
             loop_lag_s=round(lag, 4),
             messages_total=self.messages_total,
+            guards=self.guards.status() if self.guards is not None else {},
             adapter=self.adapter.status() if self.adapter else {},
         )
 

@@ -30,10 +30,12 @@ from multidict import CIMultiDict
 from supervisor.config import BalancerConfig, LimitsConfig
 
 from .directory import WorkerDirectory
+from .exceptions import UpstreamError
 from .forwarding import TrustedProxies, resolve_client
 from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
 from .tunnel import tunnel_upgrade
+from .upstream import UpstreamPool
 
 __all__ = ["Balancer", "BalancerStats"]
 
@@ -55,6 +57,7 @@ HOP_BY_HOP = frozenset(
         "X-Forwarded-Proto",
     )
 )
+_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 _STREAM_BODY_OVER = 256 * 1024
 
 
@@ -151,6 +154,7 @@ class Balancer:
         self.stats = BalancerStats()
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
+        self._pools: dict[tuple[int, int], UpstreamPool] = {}
         rate = limits.handshake_rate_per_ip
         self.handshake_limiter = KeyedLimiter(rate, max(1.0, 2 * rate)) if rate else None
         self._timeout = aiohttp.ClientTimeout(
@@ -166,13 +170,19 @@ class Balancer:
         return app
 
     async def _close_sessions(self, _app: web.Application | None = None) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
         sessions = list(self._sessions.values())
         self._sessions.clear()
         for s in sessions:
             await s.close()
 
     def forget(self, slot: int, generation: int) -> None:
-        """Drop the pool of a worker that is gone."""
+        """Drop the pools of a worker that is gone."""
+        pool = self._pools.pop((slot, generation), None)
+        if pool is not None:
+            pool.close()
         session = self._sessions.pop((slot, generation), None)
         if session is not None:
             asyncio.get_running_loop().create_task(session.close())
@@ -252,6 +262,42 @@ class Balancer:
         self.stats.latency[kind].observe(time.monotonic() - started)
         return response
 
+    async def _forward_engineio(
+        self, request: web.Request, decision: Forward, client: str, proto: str, body: bytes
+    ) -> web.StreamResponse:
+        """The polling hot path: one write out, one small answer back (see upstream.py)."""
+        key = (decision.slot, decision.generation)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = UpstreamPool(
+                self.directory.socket_path(*key),
+                connect_timeout_s=self.config.connect_timeout_s,
+                read_timeout_s=self.config.upstream_timeout_s,
+            )
+        lines = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
+        lines += [
+            name + b": " + value
+            for name, value in request.raw_headers
+            if name.lower() not in _HOP_BY_HOP_BYTES
+        ]
+        lines.append(b"X-Forwarded-For: " + client.encode("latin-1"))
+        lines.append(b"X-Forwarded-Proto: " + proto.encode("latin-1"))
+        if body or request.method == "POST":
+            lines.append(b"Content-Length: " + str(len(body)).encode())
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+        try:
+            upstream = await pool.request(head, body)
+        except UpstreamError as exc:
+            self.stats.upstream_errors += 1
+            log.debug("worker %d unreachable: %s", decision.slot, exc)
+            return _json_error(502, "worker unavailable")
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP
+        )
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=upstream.body
+        )
+
     async def _read_body(self, request: web.Request) -> bytes | web.Response | None:
         """The body to send on, or None to stream it, or an error response."""
         if not request.body_exists:
@@ -281,6 +327,8 @@ class Balancer:
             return _json_error(400, "request body shorter than Content-Length")
         if isinstance(body, web.Response):
             return body
+        if body is not None and request.path == self.directory.engineio_path:
+            return await self._forward_engineio(request, decision, client, proto, body)
         headers = forward_headers(request.headers.items(), client, proto)
         data: Any
         if body is None:

@@ -163,13 +163,12 @@ class Balancer:
             sock_read=config.upstream_timeout_s,
         )
 
-    def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.limits.max_message_bytes)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        app.on_cleanup.append(self._close_sessions)
-        return app
+    def make_server(self, **kwargs: Any) -> web.Server:
+        """aiohttp's low-level server: every request goes to :meth:`handle`, with
+        no router or middleware in between (this is the hot path)."""
+        return web.Server(self.handle, **kwargs)
 
-    async def _close_sessions(self, _app: web.Application | None = None) -> None:
+    async def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -204,13 +203,13 @@ class Balancer:
         self._sessions[(slot, generation)] = session
         return session
 
-    def client_address(self, request: web.Request) -> str:
+    def client_address(self, request: web.BaseRequest) -> str:
         peer = request.remote or ""
         if not self.trusted:
             return peer
         return resolve_client(peer, request.headers.get("X-Forwarded-For"), self.trusted)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.requests += 1
         sid = extract_sid(request.query_string)
         decision = route(sid, self.directory.views())
@@ -263,7 +262,7 @@ class Balancer:
         return response
 
     async def _forward_engineio(
-        self, request: web.Request, decision: Forward, client: str, proto: str, body: bytes
+        self, request: web.BaseRequest, decision: Forward, client: str, proto: str, body: bytes
     ) -> web.StreamResponse:
         """The polling hot path: one write out, one small answer back (see upstream.py)."""
         key = (decision.slot, decision.generation)
@@ -298,7 +297,7 @@ class Balancer:
             status=upstream.status, reason=upstream.reason, headers=headers, body=upstream.body
         )
 
-    async def _read_body(self, request: web.Request) -> bytes | web.Response | None:
+    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response | None:
         """The body to send on, or None to stream it, or an error response."""
         if not request.body_exists:
             return b""
@@ -319,7 +318,7 @@ class Balancer:
         return data
 
     async def _forward(
-        self, request: web.Request, decision: Forward, client: str, proto: str
+        self, request: web.BaseRequest, decision: Forward, client: str, proto: str
     ) -> web.StreamResponse:
         try:
             body = await self._read_body(request)
@@ -372,7 +371,7 @@ class Balancer:
             log.debug("worker %d unreachable: %r", decision.slot, exc)
             return _json_error(502, "worker unavailable")
 
-    def _hand_off_connection(self, request: web.Request, decision: Forward) -> bool:
+    def _hand_off_connection(self, request: web.BaseRequest, decision: Forward) -> bool:
         """Pass a keep-alive connection whose next request is an upgrade to its worker.
 
         aiohttp has already read this head, so it travels with the descriptor

@@ -57,7 +57,7 @@ class _Relay:
             self._upstream.close()
 
 
-def _request_head(request: web.Request, client: str, proto: str) -> bytes:
+def _request_head(request: web.BaseRequest, client: str, proto: str) -> bytes:
     lines = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
     for name, value in request.raw_headers:
         if name.lower() not in _SKIP_REQUEST:
@@ -84,7 +84,7 @@ def _parse_response_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
 
 
 async def tunnel_upgrade(
-    request: web.Request, socket_path: str, *, client: str, proto: str, connect_timeout_s: float
+    request: web.BaseRequest, socket_path: str, *, client: str, proto: str, connect_timeout_s: float
 ) -> web.StreamResponse:
     try:
         reader, writer = await asyncio.wait_for(

@@ -91,7 +91,7 @@ class Master:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._psutil: dict[int, psutil.Process] = {}
         self.balancer = Balancer(config.balancer, config.limits, self)
-        self._balancer_runner: web.AppRunner | None = None
+        self._balancer_runner: web.ServerRunner | None = None
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
@@ -172,14 +172,15 @@ class Master:
 
     async def _start_listeners(self) -> None:
         b, a = self.config.balancer, self.config.admin
-        self._balancer_runner = web.AppRunner(
-            self.balancer.make_app(),
+        self._balancer_runner = web.ServerRunner(
+            self.balancer.make_server(
+                access_log=None,
+                max_line_size=self.config.limits.max_header_bytes,
+                max_field_size=self.config.limits.max_header_bytes,
+                max_headers=self.config.limits.max_header_count,
+            ),
             handle_signals=False,
-            access_log=None,
             shutdown_timeout=1.0,
-            max_line_size=self.config.limits.max_header_bytes,
-            max_field_size=self.config.limits.max_header_bytes,
-            max_headers=self.config.limits.max_header_count,
         )
         await self._balancer_runner.setup()
         assert self._balancer_runner.server is not None
@@ -554,6 +555,7 @@ class Master:
             task.cancel()
         if self._balancer_runner is not None:  # 5. close listeners
             await self._balancer_runner.cleanup()
+        await self.balancer.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if not self.config.cluster.runtime_dir:  # 6. remove what we created

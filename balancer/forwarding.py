@@ -10,10 +10,10 @@ skipping trusted hops, and the first untrusted address is the client.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-__all__ = ["TrustedProxies", "resolve_client"]
+__all__ = ["TrustedProxies", "forwarded", "request_head", "resolve_client"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -47,3 +47,24 @@ def resolve_client(peer: str, xff: str | None, trusted: TrustedProxies) -> str:
         if hop not in trusted:
             return hop
     return hops[0] if hops else peer
+
+
+def forwarded(client: str, proto: str) -> list[bytes]:
+    """The header lines that tell a worker who the client is."""
+    return [b"X-Forwarded-For: " + client.encode("latin-1"),
+            b"X-Forwarded-Proto: " + proto.encode("latin-1")]
+
+
+def request_head(
+    method: str,
+    raw_path: str,
+    raw_headers: Iterable[tuple[bytes, bytes]],
+    *,
+    drop: frozenset[bytes] = frozenset(),
+    extra: Sequence[bytes] = (),
+) -> bytes:
+    """An HTTP/1.1 request head, without the headers named (lower-case) in ``drop``."""
+    lines = [f"{method} {raw_path} HTTP/1.1".encode("latin-1")]
+    lines += [name + b": " + value for name, value in raw_headers if name.lower() not in drop]
+    lines += extra
+    return b"\r\n".join(lines) + b"\r\n\r\n"

@@ -31,7 +31,7 @@ from supervisor.config import BalancerConfig, LimitsConfig
 
 from .directory import WorkerDirectory
 from .exceptions import UpstreamError
-from .forwarding import TrustedProxies, resolve_client
+from .forwarding import TrustedProxies, forwarded, request_head, resolve_client
 from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
 from .tunnel import tunnel_upgrade
@@ -273,17 +273,11 @@ class Balancer:
                 connect_timeout_s=self.config.connect_timeout_s,
                 read_timeout_s=self.config.upstream_timeout_s,
             )
-        lines = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
-        lines += [
-            name + b": " + value
-            for name, value in request.raw_headers
-            if name.lower() not in _HOP_BY_HOP_BYTES
-        ]
-        lines.append(b"X-Forwarded-For: " + client.encode("latin-1"))
-        lines.append(b"X-Forwarded-Proto: " + proto.encode("latin-1"))
+        extra = forwarded(client, proto)
         if body or request.method == "POST":
-            lines.append(b"Content-Length: " + str(len(body)).encode())
-        head = b"\r\n".join(lines) + b"\r\n\r\n"
+            extra.append(b"Content-Length: " + str(len(body)).encode())
+        head = request_head(request.method, request.raw_path, request.raw_headers,
+                            drop=_HOP_BY_HOP_BYTES, extra=extra)
         try:
             upstream = await pool.request(head, body)
         except UpstreamError as exc:
@@ -385,10 +379,9 @@ class Balancer:
         raw = transport.get_extra_info("socket") if transport is not None else None
         if channel is None or transport is None or raw is None:
             return False
-        head = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
-        head += [name + b": " + value for name, value in request.raw_headers]
+        head = request_head(request.method, request.raw_path, request.raw_headers)
         try:
-            socket.send_fds(channel, [b"\r\n".join(head) + b"\r\n\r\n"], [raw.fileno()])
+            socket.send_fds(channel, [head], [raw.fileno()])
         except OSError:
             self.stats.handoff_failures += 1
             return False

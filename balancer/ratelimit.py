@@ -1,7 +1,8 @@
 """Token buckets keyed by client address.  Pure: the caller passes the time.
 
-Each key gets ``burst`` tokens, refilled at ``rate`` per second.  Memory is
-bounded: past ``max_keys`` the buckets that are full again (idle long enough
+The buckets are :class:`worker.ratelimit.TokenBucket`, the same as the
+workers' per-socket limit: ``burst`` tokens, refilled at ``rate`` per second.
+Memory is bounded: past ``max_keys`` the buckets that are full again (idle long enough
 to have refilled, so forgetting them changes nothing) are dropped, oldest
 first, and if all are busy the oldest is dropped anyway.
 """
@@ -9,15 +10,10 @@ first, and if all are busy the oldest is dropped anyway.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from worker.ratelimit import TokenBucket
 
 __all__ = ["KeyedLimiter", "retry_after_header"]
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    stamp: float
 
 
 class KeyedLimiter:
@@ -27,7 +23,7 @@ class KeyedLimiter:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -36,21 +32,17 @@ class KeyedLimiter:
         """Take a token; return (allowed, seconds until one is available)."""
         bucket = self._buckets.pop(key, None)
         if bucket is None:
-            bucket = _Bucket(self.burst, now)
+            bucket = TokenBucket(self.rate, self.burst, updated=now)
             if len(self._buckets) >= self.max_keys:
                 self._prune(now)
-        else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
-            bucket.stamp = now
         self._buckets[key] = bucket  # re-inserted: the dict stays in last-use order
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
+        if bucket.take(now):
             return True, 0.0
         return False, (1 - bucket.tokens) / self.rate
 
     def _prune(self, now: float) -> None:
         refill = self.burst / self.rate
-        for key in [k for k, b in self._buckets.items() if now - b.stamp >= refill]:
+        for key in [k for k, b in self._buckets.items() if now - b.updated >= refill]:
             del self._buckets[key]
         while len(self._buckets) >= self.max_keys:
             del self._buckets[next(iter(self._buckets))]

@@ -20,6 +20,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .forwarding import forwarded, request_head
+
 __all__ = ["tunnel_upgrade"]
 
 _MAX_HEAD = 64 * 1024
@@ -57,16 +59,6 @@ class _Relay:
             self._upstream.close()
 
 
-def _request_head(request: web.BaseRequest, client: str, proto: str) -> bytes:
-    lines = [f"{request.method} {request.raw_path} HTTP/1.1".encode("latin-1")]
-    for name, value in request.raw_headers:
-        if name.lower() not in _SKIP_REQUEST:
-            lines.append(name + b": " + value)
-    lines.append(b"X-Forwarded-For: " + client.encode("latin-1"))
-    lines.append(b"X-Forwarded-Proto: " + proto.encode("latin-1"))
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
 def _parse_response_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
     text = head.decode("latin-1")
     status_line, *header_lines = text.split("\r\n")
@@ -93,7 +85,8 @@ async def tunnel_upgrade(
     except (TimeoutError, OSError):
         return web.json_response({"code": 502, "message": "worker unavailable"}, status=502)
     try:
-        writer.write(_request_head(request, client, proto))
+        writer.write(request_head(request.method, request.raw_path, request.raw_headers,
+                                  drop=_SKIP_REQUEST, extra=forwarded(client, proto)))
         head = await reader.readuntil(b"\r\n\r\n")
         status, reason, headers = _parse_response_head(head[:-4])
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):

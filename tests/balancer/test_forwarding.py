@@ -29,3 +29,12 @@ def test_forward_headers_keep_host_and_drop_hop_by_hop() -> None:
     assert out.getall("X-Forwarded-For") == ["203.0.113.1"]
     assert out["X-Forwarded-Proto"] == "https"
     assert out.getall("Cookie") == ["a=1", "b=2"]
+
+
+def test_request_head() -> None:
+    from balancer.forwarding import forwarded, request_head
+
+    head = request_head("GET", "/socket.io/?sid=a", [(b"Host", b"x"), (b"X-Forwarded-For", b"6")],
+                        drop=frozenset({b"x-forwarded-for"}), extra=forwarded("1.2.3.4", "http"))
+    assert head == (b"GET /socket.io/?sid=a HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                    b"X-Forwarded-Proto: http\r\n\r\n")

@@ -105,3 +105,8 @@ def test_zero_workers_means_one_per_core() -> None:
 
     assert Config().effective_workers() == (os.cpu_count() or 1)
     assert load_config(None, env={"SIOCLUSTER_CLUSTER_WORKERS": "3"}).effective_workers() == 3
+
+
+def test_unimplemented_limit_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError, match=r"max_sessions_per_ip is not supported yet"):
+        load_config(None, env={"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "5"})

@@ -27,6 +27,7 @@ from typing import Any
 from supervisor.config import BalancerConfig, LimitsConfig
 
 from .directory import WorkerDirectory
+from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
 from .proxy import BalancerStats
 from .routing import Forward, route
@@ -34,15 +35,6 @@ from .routing import Forward, route
 __all__ = ["FrontDoor"]
 
 log = logging.getLogger("siocluster.balancer")
-
-def _response_408() -> bytes:
-    body = b'{"code":408,"message":"request head too slow"}'
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
-
 
 async def _readable(conn: socket.socket, timeout: float) -> None:
     loop = asyncio.get_running_loop()
@@ -129,6 +121,16 @@ class FrontDoor:
         for task in list(self._triage):
             task.cancel()
 
+    def _protocol(self) -> Any:
+        """aiohttp's protocol, with every later head timed too (the first one was)."""
+        timeout = self.limits.header_timeout_s
+        if not timeout:
+            return self._serve()
+        return GuardedProtocol(self._serve(), timeout, self._count_head_timeout)
+
+    def _count_head_timeout(self) -> None:
+        self.stats.head_timeouts += 1
+
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._listener is not None
@@ -167,7 +169,7 @@ class FrontDoor:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.stats.head_timeouts += 1
-                await _refuse(conn, _response_408())
+                await _refuse(conn, RESPONSE_408)
                 return None
             if data is None:
                 await _readable(conn, remaining)
@@ -189,7 +191,7 @@ class FrontDoor:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(self._serve, conn)
+            await loop.connect_accepted_socket(self._protocol, conn)
         except OSError:
             conn.close()
 

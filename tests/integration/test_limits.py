@@ -143,3 +143,30 @@ def test_slowloris_head_gets_408(tmp_path: Path) -> None:
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0]
         assert elapsed < 4, elapsed
         assert cluster.status()["balancer"]["head_timeouts_408"] == 20
+
+
+def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path) -> None:
+    env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": "1"}
+    with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"}" not in first:
+                first += s.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            answer = b""
+            try:
+                for byte in b"GET /pid HTTP/1.1\r\nHost: x\r\n":
+                    s.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while chunk := s.recv(4096):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
+        assert time.monotonic() - started < 5
+        _still_serving(cluster)

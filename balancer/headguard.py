@@ -1,0 +1,136 @@
+"""``header_timeout_s`` for every request head on a keep-alive connection.
+
+The front door bounds the first head of a connection while it peeks.  A
+keep-alive connection served by aiohttp could then trickle its *next* head
+forever (slowloris).  :class:`HeadTracker` follows the request framing of the
+bytes a client sends, just enough to know when a head is in progress: a head
+runs to the blank line; a Content-Length body is counted down; after that the
+next byte starts a new head.  It gives up (stops guarding) on what it does not
+follow cheaply: chunked request bodies (aiohttp parses those itself) and
+upgrades (the bytes after them are not HTTP).  Pure: no I/O, no clock.
+
+:class:`GuardedProtocol` wraps aiohttp's protocol and arms a timer while a
+head is in progress; when it fires, the client gets 408 and the connection is
+closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from typing import Any
+
+__all__ = ["RESPONSE_408", "GuardedProtocol", "HeadTracker", "Phase"]
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"  # between requests
+    HEAD = "head"  # a head has begun and not ended
+    BODY = "body"  # counting down a Content-Length body
+    OFF = "off"  # not HTTP we follow any more: no guarding
+
+
+class HeadTracker:
+    def __init__(self) -> None:
+        self.phase = Phase.IDLE
+        self._head = bytearray()
+        self._remaining = 0
+
+    def feed(self, data: bytes) -> Phase:
+        """Account for ``data``; return the phase after it."""
+        view = memoryview(data)
+        while view and self.phase is not Phase.OFF:
+            if self.phase is Phase.BODY:
+                taken = min(self._remaining, len(view))
+                self._remaining -= taken
+                view = view[taken:]
+                if not self._remaining:
+                    self.phase = Phase.IDLE
+                continue
+            # IDLE or HEAD: accumulate until the blank line.
+            self.phase = Phase.HEAD
+            start = max(0, len(self._head) - 3)
+            self._head += view
+            end = self._head.find(b"\r\n\r\n", start)
+            if end < 0:
+                return self.phase
+            rest = bytes(self._head[end + 4 :])
+            self._finish_head(bytes(self._head[:end]))
+            self._head.clear()
+            view = memoryview(rest)
+        return self.phase
+
+    def _finish_head(self, head: bytes) -> None:
+        length = 0
+        for line in head.lower().split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip()
+            if name == b"transfer-encoding" or name == b"upgrade":
+                self.phase = Phase.OFF
+                return
+            if name == b"content-length":
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    self.phase = Phase.OFF  # aiohttp answers 400
+                    return
+        self._remaining = length
+        self.phase = Phase.BODY if length else Phase.IDLE
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """Passes everything to aiohttp's protocol, and times the heads it sees."""
+
+    def __init__(self, inner: Any, timeout_s: float, on_timeout: Any) -> None:
+        self._inner = inner
+        self._timeout_s = timeout_s
+        self._on_timeout = on_timeout
+        self._tracker = HeadTracker()
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # uvloop's transports are not asyncio.Transport subclasses
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self._tracker.feed(data)
+        if phase is Phase.HEAD:
+            if self._timer is None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self._timeout_s, self._expired)
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._inner.data_received(data)
+
+    def _expired(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._on_timeout()
+            self._transport.write(RESPONSE_408)
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        result: bool | None = self._inner.eof_received()
+        return result
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+_BODY_408 = b'{"code":408,"message":"request head too slow"}'
+RESPONSE_408 = (
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_BODY_408)}\r\nConnection: close\r\n\r\n".encode()
+    + _BODY_408
+)

@@ -196,8 +196,10 @@ class FrontDoor:
             conn.close()
 
     def _hand_off(self, conn: socket.socket, upgrade: Upgrade) -> bool:
-        if upgrade.sid is None and self.limits.handshake_rate_per_ip:
-            # New sessions are rate limited by the proxy, which sees every header
+        if upgrade.sid is None and (
+            self.limits.handshake_rate_per_ip or self.limits.max_sessions_per_ip
+        ):
+            # New sessions are limited by the proxy, which sees every header
             # (X-Forwarded-For from trusted proxies); it hands the connection off after.
             return False
         decision = route(upgrade.sid, self.directory.views())

@@ -34,6 +34,7 @@ from .exceptions import UpstreamError
 from .forwarding import TrustedProxies, forwarded, request_head, resolve_client
 from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
+from .sessions import SessionLedger
 from .tunnel import tunnel_upgrade
 from .upstream import UpstreamPool
 
@@ -91,6 +92,7 @@ class BalancerStats:
     handoff_failures: int = 0
     head_timeouts: int = 0
     rate_limited: int = 0
+    session_limited: int = 0
     # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
     # (POST with sid) and "app" (everything else).
     latency: dict[str, Latency] = field(
@@ -111,6 +113,7 @@ class BalancerStats:
             "handoff_failures": self.handoff_failures,
             "head_timeouts_408": self.head_timeouts,
             "rate_limited_429": self.rate_limited,
+            "session_limited_429": self.session_limited,
         }
 
 
@@ -157,6 +160,7 @@ class Balancer:
         self._pools: dict[tuple[int, int], UpstreamPool] = {}
         rate = limits.handshake_rate_per_ip
         self.handshake_limiter = KeyedLimiter(rate, max(1.0, 2 * rate)) if rate else None
+        self.sessions = SessionLedger()
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=config.connect_timeout_s,
@@ -179,6 +183,7 @@ class Balancer:
 
     def forget(self, slot: int, generation: int) -> None:
         """Drop the pools of a worker that is gone."""
+        self.sessions.forget((slot, generation))
         pool = self._pools.pop((slot, generation), None)
         if pool is not None:
             pool.close()
@@ -223,14 +228,9 @@ class Balancer:
             )
         client = self.client_address(request)
         if decision.new_session and request.path == self.directory.engineio_path:
-            if self.handshake_limiter is not None:
-                allowed, wait = self.handshake_limiter.allow(client, time.monotonic())
-                if not allowed:
-                    self.stats.rate_limited += 1
-                    return web.json_response(
-                        {"code": 429, "message": "too many new sessions from this address"},
-                        status=429, headers={"Retry-After": retry_after_header(wait)},
-                    )
+            refused = self._admit(client, decision)
+            if refused is not None:
+                return refused
             self.directory.note_handshake(decision.slot, decision.generation)
             self.stats.handshakes += 1
         proto = request.scheme
@@ -260,6 +260,28 @@ class Balancer:
             kind = "poll" if request.method == "GET" else "send"
         self.stats.latency[kind].observe(time.monotonic() - started)
         return response
+
+    def _admit(self, client: str, decision: Forward) -> web.Response | None:
+        """The per-address limits on new sessions: None admits (and counts) the handshake."""
+        now = time.monotonic()
+        if self.handshake_limiter is not None:
+            allowed, wait = self.handshake_limiter.allow(client, now)
+            if not allowed:
+                self.stats.rate_limited += 1
+                return web.json_response(
+                    {"code": 429, "message": "too many new sessions from this address"},
+                    status=429, headers={"Retry-After": retry_after_header(wait)},
+                )
+        cap = self.limits.max_sessions_per_ip
+        if cap:
+            if self.sessions.count(client, now) >= cap:
+                self.stats.session_limited += 1
+                return web.json_response(
+                    {"code": 429, "message": f"this address already has {cap} sessions"},
+                    status=429, headers={"Retry-After": "1"},
+                )
+            self.sessions.forwarded((decision.slot, decision.generation), client, now)
+        return None
 
     async def _forward_engineio(
         self, request: web.BaseRequest, decision: Forward, client: str, proto: str, body: bytes

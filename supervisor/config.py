@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import tomllib
 import types
@@ -261,13 +262,16 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         sections[section_name] = section_type(**kwargs)
     config = Config(**sections)
-    if config.limits.max_sessions_per_ip:
-        raise ConfigError(
-            f"{source}: limits.max_sessions_per_ip is not supported yet; leave it at 0 "
-            "(handshake_rate_per_ip limits new sessions per address)"
-        )
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
+    for entry in config.balancer.trusted_proxies:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: balancer.trusted_proxies: {entry!r} is not an address or a "
+                "network (e.g. \"10.0.0.0/8\")"
+            ) from None
     return config
 
 

@@ -405,6 +405,10 @@ class Master:
             h.messages_total = msg.messages_total
             h.guards = msg.guards
             h.adapter = msg.adapter
+            if self.config.limits.max_sessions_per_ip:
+                self.balancer.sessions.reported(
+                    (h.slot, h.generation), msg.sessions_by_ip, now
+                )
             self._invalidate()
         elif isinstance(msg, control.Ready):
             if h.state is not WorkerState.STARTING:

@@ -78,6 +78,9 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     messages_total: int = 0
     adapter: dict[str, Any] = {}
     guards: dict[str, int] = {}
+    # Sessions per client address, for the addresses whose count changed since
+    # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.
+    sessions_by_ip: dict[str, int] = {}
 
 
 ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat

@@ -24,6 +24,7 @@ import signal
 import socket
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,6 +98,7 @@ class WorkerRuntime:
         self.stopping = asyncio.Event()
         self._stopped = False
         self._adopting: set[asyncio.Task[None]] = set()
+        self._sessions_reported: dict[str, int] = {}
 
     # Wiring into python-engineio's public surface
 
@@ -216,7 +218,24 @@ class WorkerRuntime:
             messages_total=self.messages_total,
             guards=self.guards.status() if self.guards is not None else {},
             adapter=self.adapter.status() if self.adapter else {},
+            sessions_by_ip=self.session_changes(),
         )
+
+    def session_changes(self) -> dict[str, int]:
+        """Sessions per client address that changed since the last call (0: gone).
+
+        Counted from python-socketio's per-session environ, whose REMOTE_ADDR is
+        the client the master resolved; only when the master enforces a cap.
+        """
+        if not self.config.limits.max_sessions_per_ip:
+            return {}
+        environ: dict[str, dict[str, Any]] = self.loaded.sio.environ
+        counts = Counter(str(env.get("REMOTE_ADDR", "")) for env in environ.values())
+        last = self._sessions_reported
+        changes = {a: n for a, n in counts.items() if last.get(a) != n}
+        changes.update((a, 0) for a in last if a not in counts)
+        self._sessions_reported = dict(counts)
+        return changes
 
     async def stop(self, timeout_s: float) -> None:
         """Close sessions (clients reconnect elsewhere), stop the adapter, then aiohttp."""

@@ -170,3 +170,58 @@ def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
         assert time.monotonic() - started < 5
         _still_serving(cluster)
+
+
+def test_max_sessions_per_ip(tmp_path: Path) -> None:
+    """The cap counts sessions on every worker, by the client the balancer resolved."""
+    env = {"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "3",
+           "SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "127.0.0.1"}
+    capped = {"X-Forwarded-For": "203.0.113.5"}
+    other = {"X-Forwarded-For": "203.0.113.6"}
+    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster:
+
+        async def main() -> None:
+            clients = []
+            for transports in (["polling", "websocket"], ["websocket"], ["polling"]):
+                c = socketio.AsyncClient(reconnection=False)
+                await c.connect(cluster.url, headers=capped, transports=transports,
+                                wait_timeout=10)
+                clients.append(c)
+            seen = [await c.call("whoami", timeout=5) for c in clients]
+            assert {s["remote"] for s in seen} == {"203.0.113.5"}
+            assert len({s["pid"] for s in seen}) == 2  # on both workers, counted together
+            async with aiohttp.ClientSession() as http:
+                url = cluster.url + "/socket.io/?EIO=4&transport=polling"
+                async with http.get(url, headers=capped) as r:
+                    assert r.status == 429, r.status
+                    assert "3 sessions" in (await r.json())["message"]
+                    assert r.headers["Retry-After"] == "1"
+                # A new session over a WebSocket alone is refused the same way.
+                ws_url = cluster.url + "/socket.io/?EIO=4&transport=websocket"
+                try:
+                    async with http.ws_connect(ws_url, headers=capped):
+                        raise AssertionError("websocket handshake past the cap was accepted")
+                except aiohttp.WSServerHandshakeError as exc:
+                    assert exc.status == 429
+                # Another address is not affected, and sessions keep working.
+                async with http.get(url, headers=other) as r:
+                    assert r.status == 200 and (await r.text()).startswith("0")
+            assert (await clients[1].call("echo", "ok", timeout=5)) == "ok"
+            # Once a session ends, the address may open another (after the next report).
+            await disconnect(clients.pop())
+            deadline = time.monotonic() + 10
+            while True:
+                c = socketio.AsyncClient(reconnection=False)
+                try:
+                    await c.connect(cluster.url, headers=capped, wait_timeout=10)
+                    break
+                except socketio.exceptions.ConnectionError:
+                    assert time.monotonic() < deadline, "the freed session never counted"
+                    await asyncio.sleep(0.3)
+            clients.append(c)
+            for c in clients:
+                await disconnect(c)
+
+        asyncio.run(main())
+        assert cluster.status()["balancer"]["session_limited_429"] >= 2
+        _still_serving(cluster)

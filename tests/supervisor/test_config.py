@@ -107,6 +107,15 @@ def test_zero_workers_means_one_per_core() -> None:
     assert load_config(None, env={"SIOCLUSTER_CLUSTER_WORKERS": "3"}).effective_workers() == 3
 
 
-def test_unimplemented_limit_is_refused_not_ignored() -> None:
-    with pytest.raises(ConfigError, match=r"max_sessions_per_ip is not supported yet"):
-        load_config(None, env={"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "5"})
+def test_session_cap_from_env_and_negative_refused() -> None:
+    env = {"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "5"}
+    assert load_config(None, env=env).limits.max_sessions_per_ip == 5
+    with pytest.raises(ConfigError, match=r"MAX_SESSIONS_PER_IP: must not be negative"):
+        load_config(None, env={"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "-1"})
+
+
+def test_bad_trusted_proxy_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"balancer.trusted_proxies: '\[10.0.0.1\]' is not"):
+        load_config(None, env={"SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "[10.0.0.1]"})
+    env = {"SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "10.0.0.0/8, ::1"}
+    assert load_config(None, env=env).balancer.trusted_proxies == ("10.0.0.0/8", "::1")

@@ -11,17 +11,14 @@ Usage from a test module::
         redis_server.kill()                  # SIGKILL: a crash, as in an outage
         redis_server.start()                 # same port, same URL, empty data
 
-:func:`find_redis_server` looks on PATH, then /usr/bin and /usr/sbin; when it
-is missing and we are root it runs ``apt-get install -y redis-server``
-(``apt-get update`` first if that fails).  :class:`RedisServer` runs it with
-``--save '' --appendonly no`` in a private temp dir.  Tests are skipped, not
+:func:`find_redis_server` finds or installs it (:mod:`tests.system`).
+:class:`RedisServer` runs it with ``--save '' --appendonly no`` in a private
+temp dir.  Tests are skipped, not
 failed, when no redis-server can be had.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -33,6 +30,8 @@ from typing import Any
 
 import pytest
 
+from tests.system import find_program
+
 __all__ = [
     "RedisServer",
     "find_redis_server",
@@ -41,30 +40,9 @@ __all__ = [
     "redis_server_fixture",
 ]
 
-_CANDIDATES = ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server")
-
-
-def _apt_install() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "redis-server"]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        subprocess.run(cmd, env=env, capture_output=True, check=True)
-
-
 def find_redis_server(*, install: bool = True) -> str | None:
     """Path of a redis-server binary, installing it with apt when root and allowed."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    for path in _CANDIDATES:
-        if os.access(path, os.X_OK):
-            return path
-    if install and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        with contextlib.suppress(subprocess.CalledProcessError, OSError):
-            _apt_install()
-        return find_redis_server(install=False)
-    return None
+    return find_program("redis-server", "redis-server", install=install)
 
 
 def free_port() -> int:

@@ -11,42 +11,9 @@ from pathlib import Path
 import aiohttp
 import socketio
 
-from tests.clients import disconnect
-from tests.cluster import Cluster, start_cluster
+from tests.clients import disconnect, raw_exchange, still_serving
+from tests.cluster import start_cluster
 from tests.eio import connect_and_upgrade, handshake, poll, post
-
-
-def _still_serving(cluster: Cluster) -> None:
-    async def main() -> None:
-        client = socketio.AsyncClient(reconnection=False)
-        await client.connect(cluster.url, wait_timeout=10)
-        assert (await client.call("echo", "still here", timeout=5)) == "still here"
-        await disconnect(client)
-
-    asyncio.run(main())
-    code, health = cluster.admin("/health")
-    assert code == 200, health
-
-
-def _raw(port: int, data: bytes, *, read_timeout: float = 10.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
-        s.sendall(data)
-        out = b""
-        while True:
-            try:
-                chunk = s.recv(65536)
-            except (ConnectionResetError, TimeoutError):
-                break
-            if not chunk:
-                break
-            out += chunk
-            if b"\r\n\r\n" in out and b"Connection: close" not in out and len(out) > 12:
-                head, _, body = out.partition(b"\r\n\r\n")
-                length = next((int(v) for k, _, v in (ln.partition(b":") for ln in
-                               head.split(b"\r\n")[1:]) if k.lower() == b"content-length"), 0)
-                if len(body) >= length:
-                    break
-        return out
 
 
 def test_handshake_rate_per_ip(tmp_path: Path) -> None:
@@ -73,7 +40,7 @@ def test_handshake_rate_per_ip(tmp_path: Path) -> None:
                 await asyncio.sleep(float(retry_after))
 
         asyncio.run(main())
-        _still_serving(cluster)
+        still_serving(cluster)
         assert cluster.status()["balancer"]["rate_limited_429"] >= 1
 
 
@@ -96,25 +63,27 @@ def test_oversize_bodies_and_messages(tmp_path: Path) -> None:
                     assert msg.data == 1009  # message too big
 
         asyncio.run(main())
-        _still_serving(cluster)
+        still_serving(cluster)
 
 
 def test_smuggling_and_bad_framing_get_400(tmp_path: Path) -> None:
     with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
-        both = _raw(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /pid HTTP/1.1\r\n\r\n")
+        both = raw_exchange(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"0\r\n\r\nGET /pid HTTP/1.1\r\n\r\n")
         assert both[9:12] == b"400", both[:80]
-        bad_chunk = _raw(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+        bad_chunk = raw_exchange(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
         assert bad_chunk[9:12] == b"400", bad_chunk[:80]
-        huge = _raw(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000
-                    + b"\r\n\r\n")
+        huge = raw_exchange(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\nX-Big: "
+                            + b"a" * 40_000 + b"\r\n\r\n")
         assert huge[9:10] == b"4", huge[:80]
         many = b"".join(f"X-H{i}: v\r\n".encode() for i in range(500))
-        too_many = _raw(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        too_many = raw_exchange(cluster.port, b"GET /pid HTTP/1.1\r\nHost: x\r\n" + many
+                                + b"\r\n")
         assert too_many[9:10] == b"4", too_many[:80]
         assert cluster.proc.poll() is None
-        _still_serving(cluster)
+        still_serving(cluster)
 
 
 def test_slowloris_head_gets_408(tmp_path: Path) -> None:
@@ -126,7 +95,7 @@ def test_slowloris_head_gets_408(tmp_path: Path) -> None:
             s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n")
             slow.append(s)
         started = time.monotonic()
-        _still_serving(cluster)  # others are served meanwhile
+        still_serving(cluster)  # others are served meanwhile
         for s in slow:
             s.sendall(b"X-Slow: 1\r\n")  # trickling, never finishing
         answers = []
@@ -169,7 +138,7 @@ def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path) -> None:
                 pass
         assert answer.startswith(b"HTTP/1.1 408"), answer[:60]
         assert time.monotonic() - started < 5
-        _still_serving(cluster)
+        still_serving(cluster)
 
 
 def test_max_sessions_per_ip(tmp_path: Path) -> None:
@@ -224,4 +193,4 @@ def test_max_sessions_per_ip(tmp_path: Path) -> None:
 
         asyncio.run(main())
         assert cluster.status()["balancer"]["session_limited_429"] >= 2
-        _still_serving(cluster)
+        still_serving(cluster)

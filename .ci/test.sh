@@ -13,7 +13,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # System packages the tests use: redis-server (adapter tests), node + npm (the
-# official socket.io-client), chromium (the example page, headless).
+# official socket.io-client), chromium (the example page, headless), haproxy
+# (a real PROXY-protocol sender in front of the cluster).
 apt_install() {  # apt_install COMMAND PACKAGE...
   command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ] && return 0
   shift
@@ -29,6 +30,7 @@ apt_install() {  # apt_install COMMAND PACKAGE...
 apt_install redis-server redis-server
 apt_install node nodejs npm
 apt_install chromium chromium
+apt_install haproxy haproxy
 
 for dir in tests/js examples/chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Callable
@@ -27,9 +28,13 @@ from typing import Any
 from supervisor.config import BalancerConfig, LimitsConfig
 
 from .directory import WorkerDirectory
+from .forwarding import TrustedProxies
+from .handoff import encode_handoff
 from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
+from .peer import Peer, PeerProtocol
 from .proxy import BalancerStats
+from .proxyproto import MAX_V1_BYTES, MAX_V2_BYTES, InvalidProxyHeader, parse_proxy_header
 from .routing import Forward, route
 
 __all__ = ["FrontDoor"]
@@ -89,6 +94,7 @@ class FrontDoor:
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._triage: set[asyncio.Task[None]] = set()
+        self._trusted = TrustedProxies(config.trusted_proxies)
 
     def bind(self) -> None:
         infos = socket.getaddrinfo(
@@ -121,12 +127,16 @@ class FrontDoor:
         for task in list(self._triage):
             task.cancel()
 
-    def _protocol(self) -> Any:
-        """aiohttp's protocol, with every later head timed too (the first one was)."""
+    def _protocol(self, peer: Peer | None) -> Any:
+        """aiohttp's protocol, with every later head timed too (the first one was),
+        and the client the PROXY header named, if any, as its peer."""
+        protocol = self._serve()
+        if peer is not None:
+            protocol = PeerProtocol(protocol, peer)
         timeout = self.limits.header_timeout_s
-        if not timeout:
-            return self._serve()
-        return GuardedProtocol(self._serve(), timeout, self._count_head_timeout)
+        if timeout:
+            protocol = GuardedProtocol(protocol, timeout, self._count_head_timeout)
+        return protocol
 
     def _count_head_timeout(self) -> None:
         self.stats.head_timeouts += 1
@@ -148,10 +158,64 @@ class FrontDoor:
             self._triage.add(task)
             task.add_done_callback(self._triage.discard)
 
-    async def _peek(self, conn: socket.socket) -> Plain | Upgrade | None:
+    async def _proxy_header(self, conn: socket.socket, deadline: float) -> Peer | bool | None:
+        """Read the PROXY header off the socket: the client it names, None to keep
+        the TCP peer (LOCAL/UNKNOWN), or False when the connection was refused."""
+        loop = asyncio.get_running_loop()
+        if self._trusted:
+            try:
+                tcp_peer = str(conn.getpeername()[0])
+            except OSError:
+                return False
+            if tcp_peer not in self._trusted:
+                return await self._refuse_proxy(conn, "proxy protocol header from an "
+                                                "address not in trusted_proxies")
+        size = MAX_V1_BYTES + 16
+        while True:
+            try:
+                data = conn.recv(size, socket.MSG_PEEK)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                return False
+            if data == b"":
+                return False
+            if data is not None:
+                verdict = parse_proxy_header(data)
+                if isinstance(verdict, InvalidProxyHeader):
+                    return await self._refuse_proxy(conn, verdict.reason)
+                if not isinstance(verdict, NeedMore):
+                    try:
+                        consumed = conn.recv(verdict.length)
+                    except OSError:
+                        return False
+                    if len(consumed) != verdict.length:  # peeked bytes are there to take
+                        return False
+                    return verdict.source
+                if len(data) >= size:
+                    size = MAX_V2_BYTES  # a v2 header with TLVs
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.stats.head_timeouts += 1
+                await _refuse(conn, RESPONSE_408)
+                return False
+            if data is None:
+                await _readable(conn, remaining)
+            else:
+                await asyncio.sleep(min(0.005, remaining))
+
+    async def _refuse_proxy(self, conn: socket.socket, reason: str) -> bool:
+        self.stats.proxy_protocol_errors += 1
+        log.debug("connection refused: %s", reason)
+        body = json.dumps({"code": 400, "message": reason}).encode()
+        await _refuse(conn, b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                      + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                      + body)
+        return False
+
+    async def _peek(self, conn: socket.socket, deadline: float) -> Plain | Upgrade | None:
         """The verdict on the first head, or None when the client went away or stalled."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.limits.header_timeout_s or 3600.0)
         limit = self.limits.max_header_bytes
         while True:
             try:
@@ -179,23 +243,32 @@ class FrontDoor:
                 await asyncio.sleep(min(0.005, remaining))
 
     async def _handle(self, conn: socket.socket) -> None:
-        verdict = await self._peek(conn)
+        loop = asyncio.get_running_loop()
+        # One deadline for the PROXY header and the first request head together.
+        deadline = loop.time() + (self.limits.header_timeout_s or 3600.0)
+        peer: Peer | None = None
+        if self.config.proxy_protocol:
+            named = await self._proxy_header(conn, deadline)
+            if named is False:
+                conn.close()
+                return
+            peer = named if isinstance(named, tuple) else None
+        verdict = await self._peek(conn, deadline)
         if verdict is None:
             conn.close()
             return
         if (
             isinstance(verdict, Upgrade)
             and self.config.websocket == "handoff"
-            and self._hand_off(conn, verdict)
+            and self._hand_off(conn, verdict, peer)
         ):
             return
-        loop = asyncio.get_running_loop()
         try:
-            await loop.connect_accepted_socket(self._protocol, conn)
+            await loop.connect_accepted_socket(lambda: self._protocol(peer), conn)
         except OSError:
             conn.close()
 
-    def _hand_off(self, conn: socket.socket, upgrade: Upgrade) -> bool:
+    def _hand_off(self, conn: socket.socket, upgrade: Upgrade, peer: Peer | None) -> bool:
         if upgrade.sid is None and (
             self.limits.handshake_rate_per_ip or self.limits.max_sessions_per_ip
         ):
@@ -209,7 +282,7 @@ class FrontDoor:
         if channel is None:
             return False
         try:
-            socket.send_fds(channel, [b"h"], [conn.fileno()])
+            socket.send_fds(channel, [encode_handoff(b"", peer)], [conn.fileno()])
         except OSError:
             # The worker's queue is full or it just died: serve it through the tunnel.
             self.stats.handoff_failures += 1

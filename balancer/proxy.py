@@ -32,6 +32,7 @@ from supervisor.config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .exceptions import UpstreamError
 from .forwarding import TrustedProxies, forwarded, request_head, resolve_client
+from .handoff import encode_handoff
 from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
 from .sessions import SessionLedger
@@ -93,6 +94,7 @@ class BalancerStats:
     head_timeouts: int = 0
     rate_limited: int = 0
     session_limited: int = 0
+    proxy_protocol_errors: int = 0
     # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
     # (POST with sid) and "app" (everything else).
     latency: dict[str, Latency] = field(
@@ -114,6 +116,7 @@ class BalancerStats:
             "head_timeouts_408": self.head_timeouts,
             "rate_limited_429": self.rate_limited,
             "session_limited_429": self.session_limited,
+            "proxy_protocol_errors_400": self.proxy_protocol_errors,
         }
 
 
@@ -402,8 +405,15 @@ class Balancer:
         if channel is None or transport is None or raw is None:
             return False
         head = request_head(request.method, request.raw_path, request.raw_headers)
+        # The client as aiohttp saw it: the PROXY header's, if one named it.
+        peer = transport.get_extra_info("peername")
         try:
-            socket.send_fds(channel, [head], [raw.fileno()])
+            tcp_peer = raw.getpeername()
+        except OSError:
+            return False
+        named = (str(peer[0]), int(peer[1])) if peer and tuple(peer[:2]) != tcp_peer[:2] else None
+        try:
+            socket.send_fds(channel, [encode_handoff(head, named)], [raw.fileno()])
         except OSError:
             self.stats.handoff_failures += 1
             return False

@@ -167,6 +167,10 @@ class _MasterCollector(Collector):
              stats.head_timeouts),
             ("siocluster_balancer_rate_limited", "New sessions refused by the rate limit (429)",
              stats.rate_limited),
+            ("siocluster_balancer_session_limited",
+             "New sessions refused by max_sessions_per_ip (429)", stats.session_limited),
+            ("siocluster_balancer_proxy_protocol_errors",
+             "Connections refused for a missing or bad PROXY header", stats.proxy_protocol_errors),
         ):
             counter = CounterMetricFamily(name, doc)
             counter.add_metric([], value)

@@ -71,6 +71,8 @@ class BalancerConfig:
     connect_timeout_s: float = 5.0
     # Addresses whose X-Forwarded-For is trusted; empty trusts none.
     trusted_proxies: tuple[str, ...] = ()
+    # Every connection must open with a PROXY protocol v1/v2 header.
+    proxy_protocol: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from balancer.forwarding import TrustedProxies, resolve_client
+from balancer.handoff import decode_handoff
+from balancer.peer import Peer, PeerProtocol
 from supervisor.config import Config, config_from_dict
 from supervisor.logs import configure_logging
 
@@ -174,23 +176,25 @@ class WorkerRuntime:
                 if not fds and not head:
                     loop.remove_reader(channel.fileno())  # the master is gone
                     return
+                # The head the master already read (empty: unread, it peeked) and
+                # the client a PROXY header named (None: the socket's peer).
+                read, peer = decode_handoff(head)
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
                     sock.setblocking(False)
-                    # b"h": the head is still unread in the socket (peeked);
-                    # anything else is the head the master had already read.
-                    task = loop.create_task(
-                        self._adopt(server, sock, b"" if head == b"h" else head)
-                    )
+                    task = loop.create_task(self._adopt(server, sock, read, peer))
                     self._adopting.add(task)
                     task.add_done_callback(self._adopting.discard)
 
         loop.add_reader(channel.fileno(), on_readable)
 
-    async def _adopt(self, server: Any, sock: socket.socket, head: bytes) -> None:
+    async def _adopt(
+        self, server: Any, sock: socket.socket, head: bytes, peer: Peer | None
+    ) -> None:
+        factory = server if peer is None else (lambda: PeerProtocol(server(), peer))
         try:
             _transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-                server, sock
+                factory, sock
             )
         except OSError:
             sock.close()

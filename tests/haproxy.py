@@ -1,0 +1,80 @@
+"""A real HAProxy in front of the cluster, speaking the PROXY protocol to it.
+
+:func:`haproxy_front` starts ``haproxy`` (found or installed by
+:mod:`tests.system`) in TCP mode with two frontends on free ports: one whose
+server line says ``send-proxy`` (v1) and one ``send-proxy-v2``, both pointing
+at the cluster's public port.  Tests are skipped when no haproxy can be had.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import free_port
+from tests.system import find_program
+
+__all__ = ["haproxy_front"]
+
+_CONFIG = """\
+global
+    maxconn 2000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend v1
+    bind 127.0.0.1:{v1}
+    default_backend cluster_v1
+frontend v2
+    bind 127.0.0.1:{v2}
+    default_backend cluster_v2
+backend cluster_v1
+    server s1 127.0.0.1:{target} send-proxy
+backend cluster_v2
+    server s1 127.0.0.1:{target} send-proxy-v2
+"""
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    """HAProxy's (v1 port, v2 port), both relaying to ``target_port``."""
+    binary = find_program("haproxy", "haproxy")
+    if binary is None:
+        pytest.skip("haproxy is not installed and cannot be installed")
+    v1, v2 = free_port(), free_port()
+    config = workdir / f"haproxy-{v1}.cfg"
+    config.write_text(_CONFIG.format(v1=v1, v2=v2, target=target_port))
+    log = (workdir / f"haproxy-{v1}.log").open("w")
+    proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not (_listening(v1) and _listening(v2)):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start: see {log.name}")
+            time.sleep(0.05)
+        yield v1, v2
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()

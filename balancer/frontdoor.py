@@ -36,6 +36,7 @@ from .peer import Peer, PeerProtocol
 from .proxy import BalancerStats
 from .proxyproto import MAX_V1_BYTES, MAX_V2_BYTES, InvalidProxyHeader, parse_proxy_header
 from .routing import Forward, route
+from .sockopts import keepalive_options
 
 __all__ = ["FrontDoor"]
 
@@ -95,6 +96,7 @@ class FrontDoor:
         self._accept_task: asyncio.Task[None] | None = None
         self._triage: set[asyncio.Task[None]] = set()
         self._trusted = TrustedProxies(config.trusted_proxies)
+        self._sockopts = keepalive_options(limits.tcp_keepalive_s)
 
     def bind(self) -> None:
         infos = socket.getaddrinfo(
@@ -128,14 +130,13 @@ class FrontDoor:
             task.cancel()
 
     def _protocol(self, peer: Peer | None) -> Any:
-        """aiohttp's protocol, with every later head timed too (the first one was),
-        and the client the PROXY header named, if any, as its peer."""
-        protocol = self._serve()
+        """aiohttp's protocol, with every later head timed too (the first one was)
+        and half-closes answered, and the client a PROXY header named as its peer."""
+        protocol: Any = GuardedProtocol(
+            self._serve(), self.limits.header_timeout_s, self._count_head_timeout
+        )
         if peer is not None:
             protocol = PeerProtocol(protocol, peer)
-        timeout = self.limits.header_timeout_s
-        if timeout:
-            protocol = GuardedProtocol(protocol, timeout, self._count_head_timeout)
         return protocol
 
     def _count_head_timeout(self) -> None:
@@ -153,7 +154,13 @@ class FrontDoor:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for level, option, value in self._sockopts:
+                    conn.setsockopt(level, option, value)
+            except OSError:  # the client is already gone
+                conn.close()
+                continue
             task = loop.create_task(self._handle(conn))
             self._triage.add(task)
             task.add_done_callback(self._triage.discard)

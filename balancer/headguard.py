@@ -12,6 +12,12 @@ upgrades (the bytes after them are not HTTP).  Pure: no I/O, no clock.
 :class:`GuardedProtocol` wraps aiohttp's protocol and arms a timer while a
 head is in progress; when it fires, the client gets 408 and the connection is
 closed.
+
+It also answers a client that half-closes (sends FIN) after a whole request:
+aiohttp closes the transport on EOF, so the answer would be lost.  When the
+framing says every request has fully arrived, the protocol keeps its write
+side open and asks aiohttp to close once the requests in flight are answered.
+Mid-head, mid-body or after an upgrade, EOF still closes at once.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class GuardedProtocol(asyncio.Protocol):
     """Passes everything to aiohttp's protocol, and times the heads it sees."""
 
     def __init__(self, inner: Any, timeout_s: float, on_timeout: Any) -> None:
+        """``timeout_s`` 0: heads are not timed (half-closes are still answered)."""
         self._inner = inner
         self._timeout_s = timeout_s
         self._on_timeout = on_timeout
@@ -96,7 +103,7 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         phase = self._tracker.feed(data)
         if phase is Phase.HEAD:
-            if self._timer is None:
+            if self._timer is None and self._timeout_s:
                 loop = asyncio.get_running_loop()
                 self._timer = loop.call_later(self._timeout_s, self._expired)
         elif self._timer is not None:
@@ -112,6 +119,9 @@ class GuardedProtocol(asyncio.Protocol):
             self._transport.close()
 
     def eof_received(self) -> bool | None:
+        if self._tracker.phase is Phase.IDLE:
+            self._inner.close()  # aiohttp: answer what arrived, then close
+            return True
         result: bool | None = self._inner.eof_received()
         return result
 

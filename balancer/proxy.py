@@ -92,6 +92,7 @@ class BalancerStats:
     handoffs: int = 0
     handoff_failures: int = 0
     head_timeouts: int = 0
+    body_timeouts: int = 0
     rate_limited: int = 0
     session_limited: int = 0
     proxy_protocol_errors: int = 0
@@ -114,6 +115,7 @@ class BalancerStats:
             "handoffs": self.handoffs,
             "handoff_failures": self.handoff_failures,
             "head_timeouts_408": self.head_timeouts,
+            "body_timeouts_408": self.body_timeouts,
             "rate_limited_429": self.rate_limited,
             "session_limited_429": self.session_limited,
             "proxy_protocol_errors_400": self.proxy_protocol_errors,
@@ -339,10 +341,26 @@ class Balancer:
     async def _forward(
         self, request: web.BaseRequest, decision: Forward, client: str, proto: str
     ) -> web.StreamResponse:
+        idle = self.limits.idle_timeout_s
         try:
-            body = await self._read_body(request)
+            if idle and not request.content.is_eof():
+                # The body is still arriving: a client may not trickle it forever.
+                async with asyncio.timeout(idle):
+                    body = await self._read_body(request)
+            else:
+                body = await self._read_body(request)
         except asyncio.IncompleteReadError:
             return _json_error(400, "request body shorter than Content-Length")
+        except TimeoutError:
+            self.stats.body_timeouts += 1
+            too_slow = _json_error(408, f"request body not received within {idle:g}s")
+            too_slow.force_close()
+            # Close now: aiohttp would otherwise linger up to 10 s reading the rest.
+            await too_slow.prepare(request)
+            await too_slow.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return too_slow
         if isinstance(body, web.Response):
             return body
         if body is not None and request.path == self.directory.engineio_path:

@@ -117,6 +117,10 @@ class LimitsConfig:
     max_header_bytes: int = 16_384
     max_header_count: int = 100
     header_timeout_s: float = 10.0
+    # Idle between requests on a kept-alive connection, or within a request body.
+    idle_timeout_s: float = 75.0
+    # Kernel keepalive probes after this long idle find peers that vanished.
+    tcp_keepalive_s: float = 60.0
     handshake_rate_per_ip: float = 0.0
     max_sessions_per_ip: int = 0
     # Per-socket event rate (token bucket, burst = 2x rate) and what happens past it.

@@ -58,6 +58,7 @@ log = logging.getLogger("siocluster.master")
 
 _TICK_S = 0.1
 _SAMPLE_EVERY_S = 2.0
+_NO_IDLE_LIMIT_S = 365 * 86400.0
 # Exits we asked for: the slot is not restarted for them.
 _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
 
@@ -178,6 +179,8 @@ class Master:
                 max_line_size=self.config.limits.max_header_bytes,
                 max_field_size=self.config.limits.max_header_bytes,
                 max_headers=self.config.limits.max_header_count,
+                # 0 means no idle limit; aiohttp would read it as no keep-alive.
+                keepalive_timeout=self.config.limits.idle_timeout_s or _NO_IDLE_LIMIT_S,
             ),
             handle_signals=False,
             shutdown_timeout=1.0,

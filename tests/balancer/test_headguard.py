@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from balancer.headguard import HeadTracker, Phase
+from balancer.headguard import GuardedProtocol, HeadTracker, Phase
 
 GET = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
 POST = b"POST /socket.io/?sid=a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"
@@ -53,3 +55,40 @@ def test_never_raises(chunks: list[bytes]) -> None:
     t = HeadTracker()
     for chunk in chunks:
         t.feed(chunk)
+
+
+class _Inner:
+    """Stands in for aiohttp's RequestHandler: records what it is told."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_half_close_after_a_whole_request_keeps_the_write_side() -> None:
+    inner = _Inner()
+    guard = GuardedProtocol(inner, 0, lambda: None)
+    guard.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert guard.eof_received() is True
+    assert inner.closed  # aiohttp answers, then closes
+
+
+def test_half_close_mid_request_closes_at_once() -> None:
+    for partial in (b"GET / HTTP/1.1\r\nHo", b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab",
+                    b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"):
+        inner = _Inner()
+        guard = GuardedProtocol(inner, 0, lambda: None)
+        guard.data_received(partial)
+        assert guard.eof_received() is None and not inner.closed

@@ -194,3 +194,75 @@ def test_max_sessions_per_ip(tmp_path: Path) -> None:
         asyncio.run(main())
         assert cluster.status()["balancer"]["session_limited_429"] >= 2
         still_serving(cluster)
+
+
+def _server_timers(port: int) -> list[tuple[int, float]]:
+    """(timer kind, seconds left) of established sockets on our port (/proc/net/tcp*).
+
+    Kind 2 is the keepalive timer; its time left shows the TCP_KEEPIDLE set.
+    """
+    timers = []
+    hz = 100  # /proc/net/tcp reports clock ticks (USER_HZ)
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01":
+                    kind, when = fields[5].split(":")
+                    timers.append((int(kind, 16), int(when, 16) / hz))
+    return timers
+
+
+def test_idle_and_half_open_connections(tmp_path: Path) -> None:
+    env = {"SIOCLUSTER_LIMITS_IDLE_TIMEOUT_S": "1.5", "SIOCLUSTER_LIMITS_TCP_KEEPALIVE_S": "5"}
+    with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
+        # A kept-alive connection with nothing more to ask is closed after idle_timeout_s.
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b"}" not in answer:
+                answer += s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            started = time.monotonic()
+            assert s.recv(4096) == b""
+            assert 1.0 < time.monotonic() - started < 5
+
+        # A request body that stops arriving: 408, and the connection closed.
+        async def session_id() -> str:
+            async with aiohttp.ClientSession() as http:
+                return str((await handshake(http, cluster.url))["sid"])
+
+        sid = asyncio.run(session_id())
+        started = time.monotonic()
+        slow = raw_exchange(cluster.port, f"POST /socket.io/?EIO=4&transport=polling&sid={sid} "
+                            "HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n40".encode())
+        assert slow.startswith(b"HTTP/1.1 408"), slow[:80]
+        assert time.monotonic() - started < 5
+        assert cluster.status()["balancer"]["body_timeouts_408"] == 1
+
+        # A client that half-closes after its request still gets the answer, then EOF.
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"}"), answer
+
+        # Half-open peers: every client socket, in the master or handed off to a
+        # worker, has the kernel probing it after tcp_keepalive_s (not 2 hours).
+        async def held() -> None:
+            client = socketio.AsyncClient(reconnection=False)
+            await client.connect(cluster.url, transports=["websocket"], wait_timeout=10)
+            with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+                s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+                await asyncio.sleep(0.3)
+                timers = _server_timers(cluster.port)
+            await disconnect(client)
+            assert len(timers) >= 2, timers
+            assert all(kind == 2 and left <= 5.5 for kind, left in timers), timers
+
+        asyncio.run(held())
+        still_serving(cluster)

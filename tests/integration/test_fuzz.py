@@ -2,7 +2,9 @@
 
 Categories (one test each, sharing one cluster): Engine.IO/Socket.IO garbage
 over polling POSTs and over WebSocket frames, random sids, random request
-heads over raw TCP, oversize bodies/messages/heads, and slowloris.
+heads over raw TCP, oversize bodies/messages/heads, and slowloris; and, on a
+second cluster with ``[balancer] proxy_protocol`` on, random PROXY v1/v2
+headers (its well-behaved clients come through a real HAProxy).
 
 Throughout, the invariants are checked after every category:
 
@@ -38,6 +40,7 @@ from hypothesis import strategies as st
 
 from tests.cluster import Cluster, start_cluster
 from tests.eio import EIO_PATH, handshake, post
+from tests.haproxy import haproxy_front
 from worker.sid import mint_sid
 
 SCALE = float(os.environ.get("SIOCLUSTER_FUZZ_SCALE", "1"))
@@ -535,3 +538,61 @@ def test_slowloris(fuzzed: Fuzzed) -> None:
 
     asyncio.run(go())
     fuzzed.check("slowloris")
+
+
+# PROXY protocol headers, on a cluster where the protocol is mandatory; the
+# well-behaved clients reach it through a real HAProxy (send-proxy-v2).
+
+_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+_ports = st.integers(0, 65535).map(str) | st.sampled_from(["", "-1", "65536", "08", "x"])
+_addresses = (st.ip_addresses().map(str)
+              | st.sampled_from(["1.2.3", "::ffff:1.2.3.4", "fe80::1%eth0", "", "a" * 60]))
+proxy_headers = st.one_of(
+    st.builds(
+        lambda fam, src, dst, sp, dp, eol: f"PROXY {fam} {src} {dst} {sp} {dp}{eol}".encode(),
+        st.sampled_from(["TCP4", "TCP6", "UNKNOWN", "tcp4", "UDP4", ""]),
+        _addresses, _addresses, _ports, _ports, st.sampled_from(["\r\n", "\n", "", "\r\n\r\n"]),
+    ),
+    st.builds(
+        lambda cmd, fam, length, body: (_V2_SIGNATURE + bytes([cmd, fam])
+                                        + length.to_bytes(2, "big") + body),
+        st.sampled_from([0x20, 0x21, 0x22, 0x11, 0x31]) | st.integers(0, 255),
+        st.sampled_from([0x00, 0x11, 0x12, 0x21, 0x22, 0x31]) | st.integers(0, 255),
+        st.integers(0, 80) | st.just(65535),
+        st.binary(max_size=60),
+    ),
+    st.binary(max_size=120),
+)
+_GET_PID = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
+    env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": str(HEAD_TIMEOUT_S),
+           "SIOCLUSTER_BALANCER_PROXY_PROTOCOL": "true"}
+    workdir = tmp_path_factory.mktemp("fuzz-proxy")
+    with start_cluster(workers=2, env=env, tmp_path=workdir) as cluster, \
+            haproxy_front(cluster.port, workdir) as (_v1, v2):
+        canary = Canary(f"http://127.0.0.1:{v2}")
+        canary.connect()
+        try:
+            yield Fuzzed(cluster, canary)
+        finally:
+            canary.close()
+
+
+@given(batch=st.lists(proxy_headers, min_size=1, max_size=10))
+def _proxy_batches(fuzzed: Fuzzed, batch: list[bytes]) -> None:
+    async def go() -> None:
+        outcomes = await asyncio.gather(
+            *(_raw_one(fuzzed.cluster.port, h + _GET_PID) for h in batch))
+        for header, outcome in zip(batch, outcomes, strict=True):
+            note("proxy headers", outcome, repr(header))
+
+    asyncio.run(go())
+
+
+def test_proxy_protocol_headers(proxied: Fuzzed) -> None:
+    fuzz_settings(30)(_proxy_batches)(proxied)
+    proxied.check("proxy headers")
+    assert OUTCOMES["proxy headers"]["400"] > 0  # refusals are answered, not dropped

@@ -40,6 +40,7 @@ __all__ = [
     "SocketIOConfig",
     "config_from_dict",
     "config_to_dict",
+    "keep_restart_only",
     "load_config",
 ]
 
@@ -279,6 +280,33 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
                 "network (e.g. \"10.0.0.0/8\")"
             ) from None
     return config
+
+
+# What the master itself enforces, fixed when it starts: its listeners and the
+# balancer's limits.  A reload keeps these (and says so); the workers, which
+# restart on a reload, take everything else.
+_RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
+    "balancer": None,  # every key
+    "admin": None,
+    "limits": ("max_message_bytes", "max_header_bytes", "max_header_count", "header_timeout_s",
+               "idle_timeout_s", "tcp_keepalive_s", "handshake_rate_per_ip",
+               "max_sessions_per_ip"),
+}
+
+
+def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with the keys only a restart can change kept as in ``old``, and
+    the names of those that differed (``"limits.header_timeout_s"``, ...)."""
+    changed: list[str] = []
+    sections: dict[str, Any] = {}
+    for section_name, keys in _RESTART_ONLY.items():
+        before, after = getattr(old, section_name), getattr(new, section_name)
+        names = keys if keys is not None else [f.name for f in dataclasses.fields(before)]
+        kept = {k: getattr(before, k) for k in names if getattr(before, k) != getattr(after, k)}
+        changed += [f"{section_name}.{k}" for k in kept]
+        if kept:
+            sections[section_name] = dataclasses.replace(after, **kept)
+    return dataclasses.replace(new, **sections), changed
 
 
 def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, dict[str, Any]]:

@@ -45,7 +45,7 @@ from worker import control
 
 from .admin import make_admin_app
 from .commands import Command
-from .config import Config, config_to_dict
+from .config import Config, config_to_dict, keep_restart_only
 from .exceptions import ConfigError, Halt
 from .handle import SlotRecord, WorkerHandle
 from .policy import Action, ExitCause, decide_restart, describe_exit
@@ -235,8 +235,10 @@ class Master:
             except ConfigError as exc:
                 log.error("reload aborted, config unchanged: %s", exc)
                 return
-            if (new.balancer, new.admin) != (self.config.balancer, self.config.admin):
-                log.warning("reload: [balancer] and [admin] changes need a full restart")
+            new, kept = keep_restart_only(self.config, new)
+            if kept:
+                log.warning("reload: %s changed; the master applies that only on a full "
+                            "restart, keeping the running values", ", ".join(kept))
             # A runtime scale (TTIN/TTOU, `siocluster scale`) survives a reload
             # unless the configured worker count itself changed.
             if new.cluster.workers != self.config.cluster.workers:
@@ -408,7 +410,7 @@ class Master:
             h.messages_total = msg.messages_total
             h.guards = msg.guards
             h.adapter = msg.adapter
-            if self.config.limits.max_sessions_per_ip:
+            if self.balancer.limits.max_sessions_per_ip:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
                 )

@@ -9,6 +9,7 @@ from supervisor.config import (
     Config,
     config_from_dict,
     config_to_dict,
+    keep_restart_only,
     load_config,
     redact_url,
 )
@@ -119,3 +120,16 @@ def test_bad_trusted_proxy_is_named() -> None:
         load_config(None, env={"SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "[10.0.0.1]"})
     env = {"SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "10.0.0.0/8, ::1"}
     assert load_config(None, env=env).balancer.trusted_proxies == ("10.0.0.0/8", "::1")
+
+
+def test_reload_keeps_what_only_a_restart_changes() -> None:
+    old = load_config(None, env={})
+    env = {"SIOCLUSTER_BALANCER_PORT": "9000", "SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "3",
+           "SIOCLUSTER_LIMITS_EVENT_RATE_PER_SOCKET": "5", "SIOCLUSTER_HEALTH_MAX_RSS_MB": "512"}
+    effective, kept = keep_restart_only(old, load_config(None, env=env))
+    assert sorted(kept) == ["balancer.port", "limits.max_sessions_per_ip"]
+    assert effective.balancer.port == old.balancer.port
+    assert effective.limits.max_sessions_per_ip == 0
+    assert effective.limits.event_rate_per_socket == 5  # the workers take it
+    assert effective.health.max_rss_mb == 512
+    assert keep_restart_only(old, old) == (old, [])

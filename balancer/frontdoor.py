@@ -23,7 +23,7 @@ import json
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from supervisor.config import BalancerConfig, LimitsConfig
 
@@ -34,11 +34,19 @@ from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
 from .peer import Peer, PeerProtocol
 from .proxy import BalancerStats
-from .proxyproto import MAX_V1_BYTES, MAX_V2_BYTES, InvalidProxyHeader, parse_proxy_header
+from .proxyproto import (
+    MAX_V1_BYTES,
+    MAX_V2_BYTES,
+    InvalidProxyHeader,
+    ProxyHeader,
+    parse_proxy_header,
+)
 from .routing import Forward, route
 from .sockopts import keepalive_options
 
 __all__ = ["FrontDoor"]
+
+_V = TypeVar("_V")
 
 log = logging.getLogger("siocluster.balancer")
 
@@ -165,10 +173,50 @@ class FrontDoor:
             self._triage.add(task)
             task.add_done_callback(self._triage.discard)
 
+    async def _peek_for(
+        self,
+        conn: socket.socket,
+        deadline: float,
+        judge: Callable[[bytes], _V | NeedMore],
+        size: int,
+        max_size: int,
+    ) -> _V | None:
+        """Peek (consuming nothing) until ``judge`` has a verdict on the bytes so far.
+
+        None when the client went away, or stalled past ``deadline`` (then it was
+        answered 408).  ``size`` grows to ``max_size`` when a peek fills it.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data = conn.recv(size, socket.MSG_PEEK)
+            except BlockingIOError:
+                data = None
+            except OSError:
+                return None
+            if data == b"":
+                return None
+            if data is not None:
+                verdict = judge(data)
+                if not isinstance(verdict, NeedMore):
+                    return verdict
+                if len(data) >= size:
+                    size = max_size
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.stats.head_timeouts += 1
+                await _refuse(conn, RESPONSE_408)
+                return None
+            if data is None:
+                await _readable(conn, remaining)
+            else:
+                # Peeking leaves the bytes in place, so the socket stays readable:
+                # wait a little for the rest instead of spinning.
+                await asyncio.sleep(min(0.005, remaining))
+
     async def _proxy_header(self, conn: socket.socket, deadline: float) -> Peer | bool | None:
         """Read the PROXY header off the socket: the client it names, None to keep
-        the TCP peer (LOCAL/UNKNOWN), or False when the connection was refused."""
-        loop = asyncio.get_running_loop()
+        the TCP peer (LOCAL/UNKNOWN), or False when the connection is done with."""
         if self._trusted:
             try:
                 tcp_peer = str(conn.getpeername()[0])
@@ -177,39 +225,21 @@ class FrontDoor:
             if tcp_peer not in self._trusted:
                 return await self._refuse_proxy(conn, "proxy protocol header from an "
                                                 "address not in trusted_proxies")
-        size = MAX_V1_BYTES + 16
-        while True:
-            try:
-                data = conn.recv(size, socket.MSG_PEEK)
-            except BlockingIOError:
-                data = None
-            except OSError:
-                return False
-            if data == b"":
-                return False
-            if data is not None:
-                verdict = parse_proxy_header(data)
-                if isinstance(verdict, InvalidProxyHeader):
-                    return await self._refuse_proxy(conn, verdict.reason)
-                if not isinstance(verdict, NeedMore):
-                    try:
-                        consumed = conn.recv(verdict.length)
-                    except OSError:
-                        return False
-                    if len(consumed) != verdict.length:  # peeked bytes are there to take
-                        return False
-                    return verdict.source
-                if len(data) >= size:
-                    size = MAX_V2_BYTES  # a v2 header with TLVs
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.stats.head_timeouts += 1
-                await _refuse(conn, RESPONSE_408)
-                return False
-            if data is None:
-                await _readable(conn, remaining)
-            else:
-                await asyncio.sleep(min(0.005, remaining))
+        # Most headers fit the first peek; a v2 one with TLVs may need the largest.
+        verdict: ProxyHeader | InvalidProxyHeader | None = await self._peek_for(
+            conn, deadline, parse_proxy_header, MAX_V1_BYTES + 16, MAX_V2_BYTES
+        )
+        if verdict is None:
+            return False
+        if isinstance(verdict, InvalidProxyHeader):
+            return await self._refuse_proxy(conn, verdict.reason)
+        try:
+            consumed = conn.recv(verdict.length)
+        except OSError:
+            return False
+        if len(consumed) != verdict.length:  # the peeked bytes are there to take
+            return False
+        return verdict.source
 
     async def _refuse_proxy(self, conn: socket.socket, reason: str) -> bool:
         self.stats.proxy_protocol_errors += 1
@@ -222,32 +252,11 @@ class FrontDoor:
 
     async def _peek(self, conn: socket.socket, deadline: float) -> Plain | Upgrade | None:
         """The verdict on the first head, or None when the client went away or stalled."""
-        loop = asyncio.get_running_loop()
         limit = self.limits.max_header_bytes
-        while True:
-            try:
-                data = conn.recv(limit, socket.MSG_PEEK)
-            except BlockingIOError:
-                data = None
-            except OSError:
-                return None
-            if data == b"":
-                return None
-            if data is not None:
-                verdict = classify_head(data, complete=len(data) >= limit)
-                if not isinstance(verdict, NeedMore):
-                    return verdict
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                self.stats.head_timeouts += 1
-                await _refuse(conn, RESPONSE_408)
-                return None
-            if data is None:
-                await _readable(conn, remaining)
-            else:
-                # Peeking leaves the bytes in place, so the socket stays readable:
-                # wait a little for the rest of the head instead of spinning.
-                await asyncio.sleep(min(0.005, remaining))
+        return await self._peek_for(
+            conn, deadline, lambda data: classify_head(data, complete=len(data) >= limit),
+            limit, limit,
+        )
 
     async def _handle(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -57,7 +57,8 @@ def _forwarded_middleware(trusted: TrustedProxies) -> Any:
     * Through the master's proxy (our Unix socket, which only the master can
       reach: its directory is 0700): the master resolved the client and wrote
       it as a single-entry X-Forwarded-For, so that is believed.
-    * Handed off by the master (a TCP socket whose peer is the client itself):
+    * Handed off by the master (a TCP socket whose peer is the client itself,
+      or shows the client a PROXY header named: see :mod:`balancer.peer`):
       the client's own X-Forwarded-* headers are believed only when the peer is
       one of ``[balancer] trusted_proxies``, exactly as the master would.  Such
       a connection is closed after any answer but a 101, so a client cannot

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -114,15 +116,22 @@ def test_slowloris_head_gets_408(tmp_path: Path) -> None:
         assert cluster.status()["balancer"]["head_timeouts_408"] == 20
 
 
+@contextlib.contextmanager
+def _kept_alive(port: int) -> Iterator[socket.socket]:
+    """A connection that has had one whole request answered, kept alive."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = b""
+        while b"}" not in first:
+            first += s.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200")
+        yield s
+
+
 def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path) -> None:
     env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": "1"}
     with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
-        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
-            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-            first = b""
-            while b"}" not in first:
-                first += s.recv(4096)
-            assert first.startswith(b"HTTP/1.1 200")
+        with _kept_alive(cluster.port) as s:
             started = time.monotonic()
             answer = b""
             try:
@@ -219,12 +228,7 @@ def test_idle_and_half_open_connections(tmp_path: Path) -> None:
     env = {"SIOCLUSTER_LIMITS_IDLE_TIMEOUT_S": "1.5", "SIOCLUSTER_LIMITS_TCP_KEEPALIVE_S": "5"}
     with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
         # A kept-alive connection with nothing more to ask is closed after idle_timeout_s.
-        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
-            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-            answer = b""
-            while b"}" not in answer:
-                answer += s.recv(4096)
-            assert answer.startswith(b"HTTP/1.1 200")
+        with _kept_alive(cluster.port) as s:
             started = time.monotonic()
             assert s.recv(4096) == b""
             assert 1.0 < time.monotonic() - started < 5

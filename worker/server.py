@@ -41,6 +41,7 @@ from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
+from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .sid import mint_sid
 
 __all__ = ["WorkerRuntime", "run_worker"]
@@ -102,6 +103,7 @@ class WorkerRuntime:
         self._stopped = False
         self._adopting: set[asyncio.Task[None]] = set()
         self._sessions_reported: dict[str, int] = {}
+        self.client_errors: ClientErrorFilter | None = None
 
     # Wiring into python-engineio's public surface
 
@@ -221,10 +223,16 @@ class WorkerRuntime:
             handshakes_total=self.handshakes_total,
             loop_lag_s=round(lag, 4),
             messages_total=self.messages_total,
-            guards=self.guards.status() if self.guards is not None else {},
+            guards=self.guard_counters(),
             adapter=self.adapter.status() if self.adapter else {},
             sessions_by_ip=self.session_changes(),
         )
+
+    def guard_counters(self) -> dict[str, int]:
+        counters = self.guards.status() if self.guards is not None else {}
+        if self.client_errors is not None:
+            counters["malformed_input"] = self.client_errors.count
+        return counters
 
     def session_changes(self) -> dict[str, int]:
         """Sessions per client address that changed since the last call (0: gone).
@@ -307,6 +315,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
     loop = asyncio.get_running_loop()
 
+    client_errors = install_client_error_filter()
     try:
         loaded = await load_app(msg.app)
     except AppLoadError as exc:
@@ -316,7 +325,9 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             await writer.drain()
         return control.BOOT_FAILED_EXIT
 
+    unify_library_logging()  # the app's server attached engineio's own handler
     runtime = WorkerRuntime(msg, config, loaded)
+    runtime.client_errors = client_errors
     try:
         await runtime.start()
     except Exception as exc:

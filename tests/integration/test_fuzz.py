@@ -245,6 +245,10 @@ def _polling_batches(fuzzed: Fuzzed, batch: list[tuple[bytes, bool]]) -> None:
 def test_polling_garbage(fuzzed: Fuzzed) -> None:
     fuzz_settings(60)(_polling_batches)(fuzzed)
     fuzzed.check("polling")
+    # The workers logged one line per malformed packet at most, and counted them all.
+    time.sleep(1.5)  # a heartbeat carries the counters
+    workers = fuzzed.cluster.status()["workers"]
+    assert sum(w["guards"].get("malformed_input", 0) for w in workers) > 0, workers
 
 
 # WebSocket frames

@@ -19,7 +19,7 @@ import bisect
 import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,28 @@ def forward_headers(
     out["X-Forwarded-For"] = client
     out["X-Forwarded-Proto"] = proto
     return out
+
+
+class _BodyRelay:
+    """A large body streamed to the worker, chunk by chunk, as long as each
+    chunk arrives within ``idle_s`` of the last (else ``stalled``)."""
+
+    def __init__(self, content: aiohttp.StreamReader, idle_s: float) -> None:
+        self._content = content
+        self._idle_s = idle_s
+        self.stalled = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                async with asyncio.timeout(self._idle_s):
+                    chunk = await self._content.readany()
+            except TimeoutError:
+                self.stalled = True
+                raise
+            if not chunk:
+                return
+            yield chunk
 
 
 class Balancer:
@@ -352,24 +374,20 @@ class Balancer:
         except asyncio.IncompleteReadError:
             return _json_error(400, "request body shorter than Content-Length")
         except TimeoutError:
-            self.stats.body_timeouts += 1
-            too_slow = _json_error(408, f"request body not received within {idle:g}s")
-            too_slow.force_close()
-            # Close now: aiohttp would otherwise linger up to 10 s reading the rest.
-            await too_slow.prepare(request)
-            await too_slow.write_eof()
-            if request.transport is not None:
-                request.transport.close()
-            return too_slow
+            return await self._body_too_slow(request)
         if isinstance(body, web.Response):
             return body
         if body is not None and request.path == self.directory.engineio_path:
             return await self._forward_engineio(request, decision, client, proto, body)
         headers = forward_headers(request.headers.items(), client, proto)
         data: Any
+        relay: _BodyRelay | None = None
         if body is None:
             headers[hdrs.CONTENT_LENGTH] = str(request.content_length)
-            data = request.content
+            if idle:
+                data = relay = _BodyRelay(request.content, idle)
+            else:
+                data = request.content
         else:
             if body or request.method in ("POST", "PUT", "PATCH"):
                 headers[hdrs.CONTENT_LENGTH] = str(len(body))
@@ -404,9 +422,25 @@ class Balancer:
                 await response.write_eof()
                 return response
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            if relay is not None and relay.stalled:
+                return await self._body_too_slow(request)
             self.stats.upstream_errors += 1
             log.debug("worker %d unreachable: %r", decision.slot, exc)
             return _json_error(502, "worker unavailable")
+
+    async def _body_too_slow(self, request: web.BaseRequest) -> web.StreamResponse:
+        """408 for a body that stopped arriving, and close now (aiohttp would
+        otherwise linger up to 10 s reading the rest)."""
+        self.stats.body_timeouts += 1
+        too_slow = _json_error(
+            408, f"request body not received within {self.limits.idle_timeout_s:g}s"
+        )
+        too_slow.force_close()
+        await too_slow.prepare(request)
+        await too_slow.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+        return too_slow
 
     def _hand_off_connection(self, request: web.BaseRequest, decision: Forward) -> bool:
         """Pass a keep-alive connection whose next request is an upgrade to its worker.

@@ -270,3 +270,27 @@ def test_idle_and_half_open_connections(tmp_path: Path) -> None:
 
         asyncio.run(held())
         still_serving(cluster)
+
+
+def test_a_large_streamed_body_that_stalls_gets_408(tmp_path: Path) -> None:
+    """Bodies over 256 KB to the app's own routes are streamed to the worker;
+    idle_timeout_s still bounds the wait for each part of them."""
+    env = {"SIOCLUSTER_LIMITS_IDLE_TIMEOUT_S": "1.5"}
+    with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+            s.sendall(b"x" * 300_000)
+            started = time.monotonic()
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(4096):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+        assert time.monotonic() - started < 6
+        # The same upload, sent whole, still works.
+        body = b"y" * 1_000_000
+        answer = raw_exchange(cluster.port, b"POST /upload HTTP/1.1\r\nHost: x\r\n"
+                              b"Content-Length: 1000000\r\n\r\n" + body)
+        assert answer.startswith(b"HTTP/1.1 200") and b'"length": 1000000' in answer, answer
+        assert cluster.status()["balancer"]["body_timeouts_408"] == 1
+        still_serving(cluster)

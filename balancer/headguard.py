@@ -4,10 +4,12 @@ The front door bounds the first head of a connection while it peeks.  A
 keep-alive connection served by aiohttp could then trickle its *next* head
 forever (slowloris).  :class:`HeadTracker` follows the request framing of the
 bytes a client sends, just enough to know when a head is in progress: a head
-runs to the blank line; a Content-Length body is counted down; after that the
-next byte starts a new head.  It gives up (stops guarding) on what it does not
-follow cheaply: chunked request bodies (aiohttp parses those itself) and
-upgrades (the bytes after them are not HTTP).  Pure: no I/O, no clock.
+runs to the blank line; a Content-Length body is counted down; a chunked
+body is followed chunk by chunk to its last chunk and trailers; after that
+the next byte starts a new head.  It gives up (stops guarding) on upgrades
+(the bytes after them are not HTTP) and on framing aiohttp will refuse
+anyway (a bad Content-Length or chunk size: aiohttp answers 400 and closes).
+Pure: no I/O, no clock.
 
 :class:`GuardedProtocol` wraps aiohttp's protocol and arms a timer while a
 head is in progress; when it fires, the client gets 408 and the connection is
@@ -36,17 +38,33 @@ class Phase(enum.Enum):
     OFF = "off"  # not HTTP we follow any more: no guarding
 
 
+class _Chunked(enum.Enum):
+    SIZE = "size"  # a chunk-size line
+    DATA = "data"  # counting a chunk's bytes down
+    DATA_END = "data end"  # the empty line after a chunk's bytes
+    TRAILER = "trailer"  # trailer lines after the last chunk, to an empty one
+
+
+# A chunk-size or trailer line longer than this is not one aiohttp accepts.
+_MAX_LINE = 8192
+
+
 class HeadTracker:
     def __init__(self) -> None:
         self.phase = Phase.IDLE
         self._head = bytearray()
         self._remaining = 0
+        self._chunked: _Chunked | None = None  # None: a Content-Length body
+        self._line = bytearray()
 
     def feed(self, data: bytes) -> Phase:
         """Account for ``data``; return the phase after it."""
         view = memoryview(data)
         while view and self.phase is not Phase.OFF:
             if self.phase is Phase.BODY:
+                if self._chunked is not None:
+                    view = self._feed_chunked(view)
+                    continue
                 taken = min(self._remaining, len(view))
                 self._remaining -= taken
                 view = view[taken:]
@@ -68,20 +86,69 @@ class HeadTracker:
 
     def _finish_head(self, head: bytes) -> None:
         length = 0
+        chunked = False
         for line in head.lower().split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.strip()
-            if name == b"transfer-encoding" or name == b"upgrade":
+            if name == b"upgrade":
                 self.phase = Phase.OFF
                 return
-            if name == b"content-length":
+            if name == b"transfer-encoding":
+                # Only a final "chunked" frames the body; anything else aiohttp refuses.
+                if value.split(b",")[-1].strip() != b"chunked":
+                    self.phase = Phase.OFF
+                    return
+                chunked = True
+            elif name == b"content-length":
                 try:
                     length = int(value.strip())
                 except ValueError:
                     self.phase = Phase.OFF  # aiohttp answers 400
                     return
+        if chunked:
+            self._chunked, self.phase = _Chunked.SIZE, Phase.BODY
+            return
         self._remaining = length
         self.phase = Phase.BODY if length else Phase.IDLE
+
+    def _feed_chunked(self, view: memoryview) -> memoryview:
+        """Follow a chunked body through ``view``; return what is left after it."""
+        while view and self.phase is Phase.BODY:
+            if self._chunked is _Chunked.DATA:
+                taken = min(self._remaining, len(view))
+                self._remaining -= taken
+                view = view[taken:]
+                if not self._remaining:
+                    self._chunked = _Chunked.DATA_END
+                continue
+            end = bytes(view[:_MAX_LINE]).find(b"\n")
+            if end < 0:
+                self._line += view
+                if len(self._line) > _MAX_LINE:
+                    self.phase = Phase.OFF
+                return memoryview(b"")
+            self._line += view[: end + 1]
+            view = view[end + 1 :]
+            line = bytes(self._line).rstrip(b"\r\n")
+            self._line.clear()
+            self._end_of_line(line)
+        return view
+
+    def _end_of_line(self, line: bytes) -> None:
+        if self._chunked is _Chunked.SIZE:
+            size = line.partition(b";")[0].strip()
+            if not size or size.strip(b"0123456789abcdefABCDEF") or len(size) > 16:
+                self.phase = Phase.OFF  # aiohttp answers 400
+                return
+            self._remaining = int(size, 16)
+            self._chunked = _Chunked.DATA if self._remaining else _Chunked.TRAILER
+        elif self._chunked is _Chunked.DATA_END:
+            if line:
+                self.phase = Phase.OFF
+                return
+            self._chunked = _Chunked.SIZE
+        elif not line:  # TRAILER: the empty line ends the body
+            self._chunked, self.phase = None, Phase.IDLE
 
 
 class GuardedProtocol(asyncio.Protocol):

@@ -40,9 +40,38 @@ def test_blank_line_split_across_packets() -> None:
     assert t.feed(GET[-2:]) is Phase.IDLE
 
 
-def test_chunked_and_upgrades_turn_it_off() -> None:
+CHUNKED = (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n1a;ext=1\r\n" + b"z" * 26 + b"\r\n0\r\nX-Trailer: t\r\n\r\n")
+
+
+def test_chunked_bodies_are_followed_to_the_end() -> None:
     t = HeadTracker()
-    assert t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n") is Phase.OFF
+    assert t.feed(CHUNKED) is Phase.IDLE
+    assert t.feed(CHUNKED + GET) is Phase.IDLE
+    assert t.feed(CHUNKED[:-1]) is Phase.BODY  # not a head: no timer mid-body
+    assert t.feed(CHUNKED[-1:]) is Phase.IDLE
+    assert t.feed(b"G") is Phase.HEAD  # the next head is timed again
+
+
+@given(st.lists(st.integers(1, len(CHUNKED + GET) - 1), max_size=12))
+def test_chunked_split_anywhere_ends_the_same(cuts: list[int]) -> None:
+    data = CHUNKED + GET + POST + b"hello"
+    t = HeadTracker()
+    last = 0
+    for cut in sorted(set(cuts)):
+        phase = t.feed(data[last:cut])
+        assert phase is not Phase.OFF
+        last = cut
+    assert t.feed(data[last:]) is Phase.IDLE
+
+
+def test_bad_chunking_and_upgrades_turn_it_off() -> None:
+    for bad in (b"zz\r\n", b"5\r\nhelloXX", b"-1\r\n", b"1" * 20 + b"\r\n"):
+        t = HeadTracker()
+        assert t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + bad
+                      + b"\r\n") is Phase.OFF, bad
+    t = HeadTracker()
+    assert t.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n") is Phase.OFF
     t = HeadTracker()
     assert t.feed(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
                   b"\x81\x85garbage") is Phase.OFF

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 import socketio
 
 from tests.clients import disconnect, raw_exchange, still_serving
@@ -117,21 +118,28 @@ def test_slowloris_head_gets_408(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _kept_alive(port: int) -> Iterator[socket.socket]:
+def _kept_alive(port: int, first: bytes = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
+                ) -> Iterator[socket.socket]:
     """A connection that has had one whole request answered, kept alive."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = b""
-        while b"}" not in first:
-            first += s.recv(4096)
-        assert first.startswith(b"HTTP/1.1 200")
+        s.sendall(first)
+        answer = b""
+        while b"}" not in answer:
+            answer += s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
         yield s
 
 
-def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path) -> None:
+CHUNKED_UPLOAD = (b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("first", [b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n", CHUNKED_UPLOAD],
+                         ids=["after-get", "after-chunked-body"])
+def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path, first: bytes) -> None:
     env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": "1"}
     with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
-        with _kept_alive(cluster.port) as s:
+        with _kept_alive(cluster.port, first) as s:
             started = time.monotonic()
             answer = b""
             try:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 import socketio
 
 from tests.clients import disconnect, raw_exchange
@@ -69,8 +70,10 @@ def _refusals(cluster: Cluster) -> None:
     assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5, data
 
 
-def test_proxy_protocol_behind_haproxy(tmp_path: Path) -> None:
-    with start_cluster(workers=2, tmp_path=tmp_path, env=PROXY_ON) as cluster, \
+@pytest.mark.parametrize("websocket", ["handoff", "tunnel"])
+def test_proxy_protocol_behind_haproxy(tmp_path: Path, websocket: str) -> None:
+    env = {**PROXY_ON, "SIOCLUSTER_BALANCER_WEBSOCKET": websocket}
+    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster, \
             haproxy_front(cluster.port, tmp_path) as (v1, v2):
         for port in (v1, v2):
             asyncio.run(_through(port))

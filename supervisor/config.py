@@ -93,6 +93,8 @@ class AdapterConfig:
     heartbeat_interval_s: float = 1.0
     outage_buffer_s: float = 30.0
     outage_buffer_bytes: int = 1_048_576
+    # python-socketio's write-only managers publish here ("" turns it off).
+    emitter_channel: str = "socketio"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -410,6 +410,7 @@ class Master:
             h.messages_total = msg.messages_total
             h.guards = msg.guards
             h.adapter = msg.adapter
+            h.emits, h.external_refused = msg.emits, msg.external_refused
             if self.balancer.limits.max_sessions_per_ip:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now

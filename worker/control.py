@@ -81,6 +81,10 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # Sessions per client address, for the addresses whose count changed since
     # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.
     sessions_by_ip: dict[str, int] = {}
+    # Emits by source ("internal", "redis-emitter", "http", "amqp") since start,
+    # and external messages refused, by "source/reason" ("redis-emitter/pickle").
+    emits: dict[str, int] = {}
+    external_refused: dict[str, int] = {}
 
 
 ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat

@@ -226,6 +226,8 @@ class WorkerRuntime:
             guards=self.guard_counters(),
             adapter=self.adapter.status() if self.adapter else {},
             sessions_by_ip=self.session_changes(),
+            emits=dict(getattr(self.adapter, "emits", {})),
+            external_refused=dict(getattr(self.adapter, "refused", {})),
         )
 
     def guard_counters(self) -> dict[str, int]:

@@ -84,6 +84,7 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
             "heartbeat_interval_s": args.heartbeat,
             "outage_buffer_s": args.outage_buffer_s,
             "outage_buffer_bytes": args.outage_buffer_bytes,
+            "emitter_channel": args.emitter_channel,
         }
     })
     handle = await install_adapter(
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heartbeat", type=float, default=0.2)
     parser.add_argument("--outage-buffer-s", type=float, default=30.0)
     parser.add_argument("--outage-buffer-bytes", type=int, default=1_048_576)
+    parser.add_argument("--emitter-channel", default="socketio")
     args = parser.parse_args(argv)
     uvloop.run(serve(args))
 

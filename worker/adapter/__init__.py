@@ -13,6 +13,10 @@ Backends (``config.adapter.backend``):
 * ``redis``: Redis pub/sub, sharded on Redis >= 7 (:mod:`.redis_backend`);
 * ``none``: python-socketio's own in-process manager is left alone.
 
+Emits from outside the cluster: with ``redis``, every worker also listens on
+``emitter_channel`` for python-socketio's write-only managers
+(:mod:`.redis_emitter`).
+
 The user reaches the cluster API through ``sio.manager`` (``fetch_sockets``,
 ``server_side_emit``, ``on_server_side``, ``sockets_join`` ...; see
 :class:`~.manager.ClusterManager`).
@@ -37,6 +41,7 @@ from .exceptions import (
 from .local import LocalTransport
 from .manager import ClusterManager, SocketInfo
 from .redis_backend import RedisTransport
+from .redis_emitter import RedisEmitterSource
 from .transport import AdapterState, Transport
 
 __all__ = [
@@ -95,8 +100,9 @@ async def install_adapter(
         return _NoAdapter()
     if sio.eio.sockets:
         raise AdapterError("install_adapter must run before the server accepts connections")
+    transport = _transport(config, slot, generation, runtime_dir)
     manager = ClusterManager(
-        _transport(config, slot, generation, runtime_dir),
+        transport,
         request_timeout_s=ac.request_timeout_s,
         heartbeat_interval_s=ac.heartbeat_interval_s,
         codec=Codec.MSGPACK,
@@ -106,6 +112,10 @@ async def install_adapter(
     sio.manager = manager
     manager.set_server(sio)
     await manager.start()
+    if isinstance(transport, RedisTransport) and ac.emitter_channel:
+        await manager.attach_source(
+            RedisEmitterSource(transport.subscriber_client, ac.emitter_channel)
+        )
     # We subscribed eagerly; python-socketio must not initialize it again.
     sio.manager_initialized = True
     log.info("adapter %s up as node %s (%s)", ac.backend, manager.node,

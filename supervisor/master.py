@@ -46,6 +46,7 @@ from worker import control
 from .admin import make_admin_app
 from .commands import Command
 from .config import Config, config_to_dict, keep_restart_only
+from .emit import EmitBody, EmitRelay, Target
 from .exceptions import ConfigError, Halt
 from .handle import SlotRecord, WorkerHandle
 from .policy import Action, ExitCause, decide_restart, describe_exit
@@ -61,6 +62,10 @@ _SAMPLE_EVERY_S = 2.0
 _NO_IDLE_LIMIT_S = 365 * 86400.0
 # Exits we asked for: the slot is not restarted for them.
 _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
+
+
+def _writable(h: WorkerHandle) -> bool:
+    return h.writer is not None and not h.writer.is_closing()
 
 
 class Master:
@@ -96,6 +101,7 @@ class Master:
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
+        self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
 
     # WorkerDirectory, for the balancer
 
@@ -432,6 +438,8 @@ class Master:
                     "ping_interval + ping_timeout (%.0fs), or long-polls will be cut",
                     self.config.balancer.upstream_timeout_s, h.ping_budget_s,
                 )
+        elif isinstance(msg, control.EmitDone):
+            self.emit_relay.done(msg)
         elif isinstance(msg, control.BootFailed):
             h.boot_error, h.boot_traceback = msg.error, msg.traceback
 
@@ -445,6 +453,7 @@ class Master:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(h.socket_path)
         self.handles.remove(h)
+        self.emit_relay.worker_gone(h)
         self.balancer.forget(h.slot, h.generation)
         self._psutil.pop(h.pid, None)
         expected = h.stop_cause in _RETIRED
@@ -492,6 +501,21 @@ class Master:
             h.slot, h.pid, text, decision.delay_s,
             f" ({decision.reason})" if decision.action is Action.BACKOFF else "",
         )
+
+    async def emit(self, body: EmitBody, args: Any) -> int:
+        """``POST /emit``: hand the emit to the worker(s) :mod:`.emit` chooses."""
+        targets = [
+            # A draining worker no longer reads its control channel.
+            Target(h, ready=h.state is WorkerState.READY and _writable(h),
+                   serving=h.state is WorkerState.READY and _writable(h))
+            for h in self.handles
+        ]
+
+        def send(h: WorkerHandle, msg: control.Emit) -> None:
+            assert h.writer is not None
+            h.writer.write(control.encode(msg))
+
+        return await self.emit_relay.emit(self.config.adapter.backend, targets, body, args, send)
 
     def _ever_ready(self) -> bool:
         return any(r.ever_ready for r in self.slots.values())

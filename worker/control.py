@@ -4,7 +4,9 @@ One ``AF_UNIX`` stream socketpair per worker, inherited by the worker as a file
 descriptor.  Each message is a 4-byte big-endian length followed by a JSON
 object tagged by ``type`` (msgspec; no pickle).  The master sends
 :class:`Configure` first (the config travels here, not on the command line,
-so secrets never show in ``ps``), then at most :class:`Drain`.  The worker
+so secrets never show in ``ps``), then at most :class:`Drain`, and any number
+of :class:`Emit` (``POST /emit`` on the admin listener), each answered by an
+:class:`EmitDone` once handed to the adapter.  The worker
 answers :class:`Ready` or :class:`BootFailed`, then a :class:`Heartbeat` from
 its event loop every ``heartbeat_interval_s``: a blocked loop sends nothing
 and is caught by the master's timeout.
@@ -30,6 +32,8 @@ __all__ = [
     "Configure",
     "ControlMessage",
     "Drain",
+    "Emit",
+    "EmitDone",
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
@@ -87,7 +91,27 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     external_refused: dict[str, int] = {}
 
 
-ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat
+Room = str | int
+
+
+class Emit(msgspec.Struct, tag="emit", frozen=True):
+    """Emit to the worker's clients (``broadcast=False``) or through the adapter."""
+
+    id: int
+    event: str
+    args: msgspec.Raw  # a JSON array: the emit's arguments, passed through undecoded
+    namespace: str
+    rooms: list[Room]  # empty: the whole namespace
+    except_rooms: list[Room]
+    broadcast: bool
+
+
+class EmitDone(msgspec.Struct, tag="emit_done", frozen=True):
+    id: int
+    error: str = ""  # empty: handed to the adapter (or delivered, without one)
+
+
+ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat | Emit | EmitDone
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ControlMessage)

@@ -39,6 +39,7 @@ from supervisor.logs import configure_logging
 from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
+from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
@@ -350,6 +351,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     await writer.drain()
     log.info("serving %s on %s", msg.app, msg.socket_path)
 
+    emits: set[asyncio.Task[None]] = set()
+
     async def read_control() -> None:
         nonlocal drain_timeout
         while True:
@@ -361,6 +364,10 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             if isinstance(incoming, control.Drain):
                 drain_timeout = incoming.timeout_s
                 return
+            if isinstance(incoming, control.Emit):
+                task = asyncio.create_task(apply_emit(loaded.sio, incoming, writer))
+                emits.add(task)
+                task.add_done_callback(emits.discard)
 
     tasks = [
         asyncio.create_task(read_control()),

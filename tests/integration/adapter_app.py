@@ -79,6 +79,7 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
         "adapter": {
             "backend": args.backend,
             "redis_url": args.redis_url,
+            "amqp_url": args.amqp_url,
             "channel": args.channel,
             "request_timeout_s": args.request_timeout,
             "heartbeat_interval_s": args.heartbeat,
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime-dir", required=True)
     parser.add_argument("--backend", default="local")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--channel", default="siocluster-test")
     parser.add_argument("--request-timeout", type=float, default=3.0)
     parser.add_argument("--heartbeat", type=float, default=0.2)

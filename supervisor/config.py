@@ -99,6 +99,7 @@ class AdapterConfig:
     # amqp: external emits wait in a durable queue this long, this many at most.
     emitter_queue_ttl_s: float = 300.0
     emitter_queue_max: int = 100_000
+    emitter_consume_delay_s: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -86,6 +86,8 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
             "outage_buffer_s": args.outage_buffer_s,
             "outage_buffer_bytes": args.outage_buffer_bytes,
             "emitter_channel": args.emitter_channel,
+            "emitter_queue_ttl_s": args.emitter_queue_ttl_s,
+            "emitter_consume_delay_s": args.emitter_consume_delay_s,
         }
     })
     handle = await install_adapter(
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outage-buffer-s", type=float, default=30.0)
     parser.add_argument("--outage-buffer-bytes", type=int, default=1_048_576)
     parser.add_argument("--emitter-channel", default="socketio")
+    parser.add_argument("--emitter-queue-ttl-s", type=float, default=300.0)
+    parser.add_argument("--emitter-consume-delay-s", type=float, default=0.0)
     args = parser.parse_args(argv)
     uvloop.run(serve(args))
 

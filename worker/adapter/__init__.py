@@ -132,6 +132,7 @@ async def install_adapter(
         await manager.attach_source(AmqpEmitSource(
             ac.amqp_url, ac.emitter_channel, f"{ac.channel}.emit",
             ttl_s=ac.emitter_queue_ttl_s, max_messages=ac.emitter_queue_max,
+            start_delay_s=ac.emitter_consume_delay_s,
         ))
     # We subscribed eagerly; python-socketio must not initialize it again.
     sio.manager_initialized = True

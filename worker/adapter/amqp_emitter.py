@@ -29,6 +29,10 @@ own clients directly, the other workers' through the cross-worker transport;
 each client gets it once.  A message is acknowledged only once handed to the
 adapter; a worker that dies before that leaves it to be redelivered to the
 next one (at least once).
+
+A fresh worker waits ``start_delay_s`` (``emitter_consume_delay_s``) before
+it consumes: after the whole cluster was down, the clients need a moment to
+reconnect, or the backlog would be delivered to nobody.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class AmqpEmitSource:
         ttl_s: float,
         max_messages: int,
         # Timeouts
+        start_delay_s: float = 0.0,
         connect_timeout_s: float = 5.0,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 2.0,
@@ -90,6 +95,7 @@ class AmqpEmitSource:
         self.queue_name = queue
         self.ttl_s = ttl_s
         self.max_messages = max_messages
+        self.start_delay_s = start_delay_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -108,6 +114,8 @@ class AmqpEmitSource:
     async def start(self, manager: ClusterManager) -> None:
         self._manager = manager
         self._task = asyncio.create_task(self._consume_forever())
+        if self.start_delay_s:
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(manager.request_timeout_s):
                 await self.connected.wait()
@@ -148,6 +156,7 @@ class AmqpEmitSource:
     async def _consume_forever(self) -> None:
         delay = self.backoff_initial_s
         ever = False
+        await asyncio.sleep(self.start_delay_s)
         while True:
             connection: AbstractConnection | None = None
             self._lost.clear()

@@ -98,13 +98,13 @@ def test_sync_and_async_emitters(setup: tuple[Cluster, Path]) -> None:
 
 
 def test_http_emitter_errors_are_clear(setup: tuple[Cluster, Path]) -> None:
-    cluster, path = setup
+    _cluster, path = setup
     emitter = Emitter.from_config(path, via="http", env={})
     with pytest.raises(ValueError, match="callbacks"):
         emitter.emit("x", 1, callback=print)
     with pytest.raises(TypeError, match="binary"):
         emitter.emit("x", b"bytes")
-    with pytest.raises(EmitterError, match="400 .*reserved"):
+    with pytest.raises(EmitterError, match=r"400 .*reserved"):
         emitter.emit("disconnect", 1)
     emitter.token = "wrong"
     with pytest.raises(EmitterError, match="401"):

@@ -121,7 +121,10 @@ def test_aio_pika_manager_emits_reach_each_client_once(
 def test_published_while_the_cluster_is_down_is_delivered_within_the_bound(
     rabbitmq_server: RabbitMQServer,
 ) -> None:
-    ttl_s, delay_s = 6.0, 3.0
+    # The consume delay must outlast the clients' connecting below, and the
+    # TTL the cluster's start plus that delay (else "kept" expires too):
+    # generous, as a loaded machine can take seconds to start two workers.
+    ttl_s, delay_s = 15.0, 5.0
     name = f"down-{os.getpid()}"
     first = make_cluster(rabbitmq_server, name, ttl_s=ttl_s)  # declares the topology
     first.stop()
@@ -136,15 +139,24 @@ def test_published_while_the_cluster_is_down_is_delivered_within_the_bound(
     emitter.emit("kept", 3)  # siocluster's Emitter: durable exchange, persistent, confirmed
     emitter.emit("kept", (4, "four"), to="red")
 
+    started = time.monotonic()
     second = make_cluster(rabbitmq_server, name, ttl_s=ttl_s, delay_s=delay_s)
     try:
         async def main() -> None:
             a = await second.client(0, auth={"rooms": ["red"]})
             b = await second.client(1, auth={"rooms": ["red"]})
             c = await second.client(1)
+            connected_after = time.monotonic() - started
+            assert connected_after < delay_s, f"clients took {connected_after:.1f}s"
             try:
-                await wait_for(lambda: len(a.got("kept")) == 4 and len(c.got("kept")) == 2,
-                               timeout_s=delay_s + 10)
+                try:
+                    await wait_for(lambda: len(a.got("kept")) == 4 and len(c.got("kept")) == 2,
+                                   timeout_s=delay_s + 10)
+                except AssertionError:
+                    statuses = [await second.op(w.slot, "status") for w in second.workers]
+                    raise AssertionError(
+                        f"a={a.got('kept')} b={b.got('kept')} c={c.got('kept')}; "
+                        f"{[(s['emits'], s['external']) for s in statuses]}") from None
                 await asyncio.sleep(QUIET_S)
                 assert a.got("kept") == b.got("kept") == [1, 2, 3, [4, "four"]]
                 assert c.got("kept") == [1, 3]

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 
 The body is one JSON object (:class:`EmitBody`): ``event``, then ``data``
-(one argument) or ``args`` (several), ``namespace``, ``room`` or ``rooms``,
+(one argument; ``null`` or absent: none, like ``sio.emit(event)``) or
+``args`` (a list: several), ``namespace``, ``room`` or ``rooms``,
 and ``except`` (rooms or sids left out).  :func:`parse_body` checks it and
 says what is wrong; the admin answers 400 with that reason.
 
@@ -96,7 +97,8 @@ def parse_body(body: bytes) -> tuple[EmitBody, msgspec.Raw]:
         raise EmitError(400, "give data (one argument) or args (several), not both")
     if parsed.args is not None:
         args = msgspec.Raw(msgspec.json.encode(parsed.args))
-    elif len(parsed.data):
+    elif len(parsed.data) and bytes(parsed.data).strip() != b"null":
+        # "data": null is no argument, as sio.emit(event, None) sends none.
         args = msgspec.Raw(b"[" + bytes(parsed.data) + b"]")
     else:
         args = msgspec.Raw(b"[]")

@@ -17,6 +17,8 @@ def test_data_is_one_argument_args_several() -> None:
     body, args = parse_body(b'{"event": "e", "args": [1, "two", null]}')
     assert msgspec.json.decode(args) == [1, "two", None]
     body, args = parse_body(b'{"event": "e", "data": null}')
+    assert msgspec.json.decode(args) == []  # like sio.emit(event, None)
+    body, args = parse_body(b'{"event": "e", "args": [null]}')
     assert msgspec.json.decode(args) == [None]
     body, args = parse_body(b'{"event": "e", "room": 7, "except": "sid1"}')
     assert msgspec.json.decode(args) == []

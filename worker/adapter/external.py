@@ -136,6 +136,10 @@ def _emit(message: dict[str, Any]) -> ExternalEmit:
             raise ValueError("binary placeholders do not match the attachments") from None
         if not isinstance(data, list):
             raise ValueError("binary data does not rebuild to a list")
+    if data == [None]:
+        # emit(event) and emit(event, None) both publish [null]; python-socketio's
+        # receiving side sends that as no argument at all, and so do we.
+        data = []
     room = message.get("room")
     if room is None:
         room = message.get("to")

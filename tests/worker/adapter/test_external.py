@@ -60,7 +60,9 @@ def test_room_namespace_skip_sid_and_to() -> None:
 
 def test_several_arguments_and_none() -> None:
     assert parse_message(wire(data=(1, "two"))) == ExternalEmit("ev", (1, "two"), "/", (), ())
-    assert parse_message(wire(data=None)) == ExternalEmit("ev", (None,), "/", (), ())
+    # python-socketio's receivers send emit(event, None) as no argument at all.
+    assert parse_message(wire(data=None)) == ExternalEmit("ev", (), "/", (), ())
+    assert parse_message(wire(data=(None, None))) == ExternalEmit("ev", (None, None), "/", (), ())
 
 
 def test_binary_attachments_are_rebuilt() -> None:

@@ -204,3 +204,32 @@ def test_pickled_messages_are_refused_and_counted(
             await _close(a)
 
     run(main())
+
+
+def test_an_emit_queue_with_other_arguments_is_reported_not_hidden(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    """The queue exists with another TTL (the config changed): degraded, with the reason."""
+    name = f"clash-{os.getpid()}"
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(rabbitmq_server.url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(f"sioc-{name}.emit", durable=True,
+                                        arguments=emit_queue_arguments(1.0, 10))
+
+    run(declare())
+    c = make_cluster(rabbitmq_server, name)
+    try:
+        async def main() -> None:
+            status = await c.op(0, "status")
+            assert status["state"] == "degraded"
+            amqp = status["external"]["amqp"]
+            assert amqp["state"] == "degraded"
+            assert "PRECONDITION_FAILED" in amqp["error"]
+            assert "x-message-ttl" in amqp["error"]
+
+        run(main())
+    finally:
+        c.stop()

@@ -45,7 +45,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import PublishError
+from aio_pika.exceptions import ChannelClosed, PublishError
 
 from .buffer import OutageBuffer
 from .transport import AdapterState, Owner, TransportEvents
@@ -98,6 +98,7 @@ class AmqpTransport:
         self._urgent: tuple[bytes, str | None] | None = None
         self._outage_started: float | None = None
         self._overflow_logged = False
+        self._refused = ""
         # Counters
         self.sent = 0
         self.undeliverable = 0
@@ -206,7 +207,13 @@ class AmqpTransport:
                 raise
             except Exception as exc:
                 self.errors += 1
-                log.debug("amqp connect failed: %r", exc)
+                if isinstance(exc, ChannelClosed) and str(exc) != self._refused:
+                    # Not an outage: the broker refused a declaration (e.g. the
+                    # exchange [adapter] channel exists with another type).
+                    self._refused = str(exc)
+                    log.warning("rabbitmq refused the adapter's exchange or queue: %s", exc)
+                else:
+                    log.debug("amqp connect failed: %r", exc)
             finally:
                 self._exchange = None
                 if connection is not None:

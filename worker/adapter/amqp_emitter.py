@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelClosed
 
 from .external import Refused, parse_message
 
@@ -100,6 +101,8 @@ class AmqpEmitSource:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.connected = asyncio.Event()
+        self.waiting = start_delay_s > 0
+        self.last_error = ""
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._manager: ClusterManager | None = None
@@ -126,9 +129,15 @@ class AmqpEmitSource:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def status(self) -> dict[str, Any]:
+        state = "degraded"
+        if self.connected.is_set():
+            state = "connected"
+        elif self.waiting:
+            state = "waiting"  # emitter_consume_delay_s after start
         return {
             "queue": self.queue_name,
-            "state": "connected" if self.connected.is_set() else "degraded",
+            "state": state,
+            "error": self.last_error,
             "received": self.received,
             "errors": self.errors,
             "reconnects": self.reconnects,
@@ -157,6 +166,7 @@ class AmqpEmitSource:
         delay = self.backoff_initial_s
         ever = False
         await asyncio.sleep(self.start_delay_s)
+        self.waiting = False
         while True:
             connection: AbstractConnection | None = None
             self._lost.clear()
@@ -184,13 +194,25 @@ class AmqpEmitSource:
                     self.reconnects += 1
                 ever = True
                 self.connected.set()
+                self.last_error = ""
                 delay = self.backoff_initial_s
                 await self._lost.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.errors += 1
-                log.debug("amqp emit queue %r: %r", self.queue_name, exc)
+                error = str(exc) or repr(exc)
+                if isinstance(exc, ChannelClosed):
+                    # Not an outage: the broker refused (e.g. the queue exists with
+                    # other arguments).  Say so once per distinct reason.
+                    if error != self.last_error:
+                        log.warning("amqp emit queue %r refused by the broker: %s; external "
+                                    "emits wait until this is fixed (delete the queue or "
+                                    "restore its previous emitter_queue_* settings)",
+                                    self.queue_name, error)
+                else:
+                    log.debug("amqp emit queue %r: %r", self.queue_name, exc)
+                self.last_error = error
             finally:
                 self.connected.clear()
                 if connection is not None:

@@ -224,9 +224,13 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             + transport.get("overflowed", 0)
             + transport.get("expired", 0)
         )
+        state = self.transport.state.name.lower()
+        external = {s.name: s.status() for s in self.sources}
+        if state == "connected" and any(e["state"] == "degraded" for e in external.values()):
+            state = "degraded"  # a way in from outside is down: /health says so
         return {
             "backend": self.transport.name,
-            "state": self.transport.state.name.lower(),
+            "state": state,
             "node": self.node,
             "peers": sorted(self.peers.live()),
             "server_count": self.server_count(),
@@ -245,7 +249,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             "requests_timed_out": self.timeouts,
             "buffered_bytes": transport.get("buffered_bytes", 0),
             "transport": transport,
-            "external": {s.name: s.status() for s in self.sources},
+            "external": external,
             "emits": dict(self.emits),
             "external_refused": dict(self.refused),
         }

@@ -233,3 +233,25 @@ def test_an_emit_queue_with_other_arguments_is_reported_not_hidden(
         run(main())
     finally:
         c.stop()
+
+
+def test_a_worker_that_stops_cleanly_deletes_its_queue(
+    cluster: Cluster, rabbitmq_server: RabbitMQServer
+) -> None:
+    channel = cluster.extra[cluster.extra.index("--channel") + 1]
+    names = [f"{channel}.node.{w.node}" for w in cluster.workers]
+
+    async def exists(name: str) -> bool:
+        connection = await aio_pika.connect(rabbitmq_server.url)
+        async with connection:
+            ch = await connection.channel()
+            try:
+                await ch.declare_queue(name, passive=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                return False
+            return True
+
+    assert run(exists(names[1]))
+    cluster.workers[1].stop()  # SIGTERM: a clean stop
+    assert not run(exists(names[1]))
+    assert run(exists(names[0]))

@@ -13,7 +13,8 @@ Topology, declared by every worker (idempotent):
   exclusive: when the broker restarts, every worker's queue and bindings are
   back before any worker reconnects, so the backlog one worker flushes after
   the outage reaches peers that have not reconnected yet.  ``x-max-length``
-  bounds what piles up for a worker that is gone.
+  bounds what piles up for a worker that is gone; a worker that stops cleanly
+  deletes its queue at once.
 
 Sending: every frame goes through one :class:`~.buffer.OutageBuffer` and
 leaves in order, in batches published on a channel with publisher confirms;
@@ -44,7 +45,12 @@ import time
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aio_pika.exceptions import ChannelClosed, PublishError
 
 from .buffer import OutageBuffer
@@ -90,6 +96,7 @@ class AmqpTransport:
         self._state = AdapterState.CONNECTING
         self._events: TransportEvents | None = None
         self._exchange: AbstractExchange | None = None  # set while connected
+        self._queue: AbstractQueue | None = None  # this worker's queue, while connected
         self._healthy = asyncio.Event()
         self._wake = asyncio.Event()
         self._lost = asyncio.Event()
@@ -160,6 +167,12 @@ class AmqpTransport:
             deadline = time.monotonic() + 1.0
             while len(self.buffer) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+            # A clean exit removes this worker's queue now, rather than letting
+            # broadcasts pile up in it until x-expires.
+            if self._queue is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await self._queue.delete(if_unused=False, if_empty=False)
         self._state = AdapterState.CLOSED
         for task in self._tasks:
             task.cancel()
@@ -198,6 +211,7 @@ class AmqpTransport:
                 consume.close_callbacks.add(lambda *_: self._lost.set())
                 self._exchange = await publish.get_exchange(self.exchange_name)
                 await queue.consume(self._on_message, no_ack=True)
+                self._queue = queue
                 delay = self.backoff_initial_s
                 self._set_state(AdapterState.CONNECTED)
                 self._wake.set()
@@ -215,7 +229,7 @@ class AmqpTransport:
                 else:
                     log.debug("amqp connect failed: %r", exc)
             finally:
-                self._exchange = None
+                self._exchange = self._queue = None
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await connection.close()

@@ -1,8 +1,6 @@
 """A real rabbitmq-server for tests: one broker per test session, on free ports.
 
-Usage from a test module::
-
-    from tests.rabbitmq_server import rabbitmq_server
+``tests/conftest.py`` provides the fixture to every test module::
 
     def test_something(rabbitmq_server):     # a RabbitMQServer
         ... rabbitmq_server.url ...

@@ -19,10 +19,10 @@ import socketio
 
 from tests.cluster import start_cluster
 from tests.integration.adapter_cluster import Client, Cluster, wait_for
-from tests.rabbitmq_server import RabbitMQServer, rabbitmq_server
+from tests.rabbitmq_server import RabbitMQServer
 from tests.redis_server import redis_server_factory
 
-__all__ = ["rabbitmq_server", "redis_server_factory"]
+__all__ = ["redis_server_factory"]
 
 pytestmark = pytest.mark.timeout(90)
 

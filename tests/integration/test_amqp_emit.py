@@ -26,10 +26,8 @@ import pytest
 
 from supervisor.emitter import Emitter
 from tests.integration.adapter_cluster import Client, Cluster, wait_for
-from tests.rabbitmq_server import RabbitMQServer, rabbitmq_server
+from tests.rabbitmq_server import RabbitMQServer
 from worker.adapter.amqp_emitter import emit_queue_arguments
-
-__all__ = ["rabbitmq_server"]
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,10 +20,9 @@ import redis
 from tests.cluster import start_cluster
 from tests.integration.test_amqp_emit import pika_emit
 from tests.integration.test_external_emit import emit_from_another_process
-from tests.rabbitmq_server import rabbitmq_server
 from tests.redis_server import redis_server_factory
 
-__all__ = ["rabbitmq_server", "redis_server_factory"]
+__all__ = ["redis_server_factory"]
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,6 +1,7 @@
 """A separate process that emits with python-socketio's own write-only managers.
 
     python emitter_proc.py redis URL CHANNEL '[{"event": ..., "data": ..., ...}, ...]'
+    python emitter_proc.py redis-sync URL CHANNEL '[...]'     (socketio.RedisManager)
     python emitter_proc.py amqp URL CHANNEL '[...]'
 
 Each item is passed to ``manager.emit(**item)`` as is (``data`` lists with
@@ -19,6 +20,14 @@ import socketio
 
 async def main(kind: str, url: str, channel: str, items: list[dict[str, Any]]) -> None:
     manager: Any
+    if kind == "redis-sync":
+        sync = socketio.RedisManager(url, channel=channel, write_only=True)
+        for item in items:
+            if item.pop("multi", False):
+                item["data"] = tuple(item["data"])
+            sync.emit(item.pop("event"), item.pop("data", None), **item)
+        print(f"SENT {len(items)}", flush=True)
+        return
     if kind == "redis":
         manager = socketio.AsyncRedisManager(url, channel=channel, write_only=True)
     else:

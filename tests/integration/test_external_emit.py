@@ -99,6 +99,13 @@ def test_emit_to_all_a_room_and_skip_sid_reaches_each_client_once(cluster: Clust
             assert a.got("all_but") == c.got("all_but") == []
             statuses = [await cluster.op(w.slot, "status") for w in cluster.workers]
             assert [s["emits"]["redis-emitter"] for s in statuses] == [6, 6]
+            # The sync RedisManager(write_only=True) publishes the same format.
+            await asyncio.to_thread(
+                emit_from_another_process, "redis-sync", url, "sio-ext",
+                {"event": "sync", "data": "s", "room": "red", "skip_sid": a.sid()})
+            await wait_for(lambda: b.got("sync") == ["s"])
+            await asyncio.sleep(QUIET_S)
+            assert a.got("sync") == c.got("sync") == d.got("sync") == []
             assert all(s["external"]["redis-emitter"]["state"] == "connected" for s in statuses)
         finally:
             await _close(*everyone, chat)

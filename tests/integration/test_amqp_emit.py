@@ -253,3 +253,35 @@ def test_a_worker_that_stops_cleanly_deletes_its_queue(
     cluster.workers[1].stop()  # SIGTERM: a clean stop
     assert not run(exists(names[1]))
     assert run(exists(names[0]))
+
+
+def test_emitter_messages_survive_a_broker_crash_while_the_cluster_is_down(
+    rabbitmq_server: RabbitMQServer,
+) -> None:
+    """siocluster's Emitter: durable exchange and queue, persistent messages."""
+    name = f"crash-{os.getpid()}"
+    first = make_cluster(rabbitmq_server, name)
+    first.stop()
+    emitter = Emitter("amqp", url=rabbitmq_server.url, channel=f"ext-{name}",
+                      amqp_queue=f"sioc-{name}.emit",
+                      amqp_queue_arguments=emit_queue_arguments(300.0, 100_000))
+    emitter.emit("kept", "across a broker crash")
+    rabbitmq_server.kill()  # SIGKILL
+    rabbitmq_server.start()
+    started = time.monotonic()
+    second = make_cluster(rabbitmq_server, name, delay_s=5.0)
+    try:
+        async def main() -> None:
+            a = await second.client(0)
+            b = await second.client(1)
+            assert time.monotonic() - started < 5.0
+            try:
+                await wait_for(lambda: a.got("kept") and b.got("kept"), timeout_s=15)
+                await asyncio.sleep(QUIET_S)
+                assert a.got("kept") == b.got("kept") == ["across a broker crash"]
+            finally:
+                await _close(a, b)
+
+        run(main())
+    finally:
+        second.stop()

@@ -215,6 +215,7 @@ class Master:
             if now - last_sample >= _SAMPLE_EVERY_S:
                 last_sample = now
                 self._sample(now)
+                self.balancer.reap_idle()
 
     def _apply(self, command: Command) -> bool:
         """Apply one command; True means stop."""

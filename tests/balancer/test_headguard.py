@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-
 from typing import Any
 
 from hypothesis import given

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -190,3 +191,31 @@ def test_worker_killed_mid_request_leaves_nothing_open(tmp_path: Path) -> None:
         assert statuses and set(statuses) == {502}, statuses
         cluster.wait_ready(2, exclude_pids={victim["pid"]})
         _assert_settled(cluster, baseline)
+
+
+def test_open_files_are_watched(tmp_path: Path) -> None:
+    """/metrics shows fds against the limit; /health is degraded above 80% of it."""
+    with start_cluster(tmp_path=tmp_path, nofile=256, workers=1) as cluster:
+        assert "open files limit: soft 256 -> 256 (hard 256)" in cluster.log()
+        metrics = cluster.admin("/metrics")[1]
+        assert 'siocluster_max_fds{role="master",slot=""} 256.0' in metrics
+        assert 'siocluster_max_fds{role="worker",slot="0"} 256.0' in metrics
+        assert 'siocluster_open_fds{role="master",slot=""}' in metrics
+        held = []
+        for _ in range(200):  # one at a time: the upstream connection is reused
+            conn = socket.create_connection(("127.0.0.1", cluster.port))
+            conn.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+            held.append(conn)
+        code, health = cluster.admin("/health")
+        assert code == 200 and health["status"] == "degraded", health
+        assert any(r.startswith("master has ") and "of 256 open files" in r
+                   for r in health["reasons"]), health
+        status = cluster.status()
+        assert status["master"]["fd_limit"] == 256
+        for conn in held:
+            conn.close()
+        deadline = time.monotonic() + 10
+        while cluster.admin("/health")[1]["status"] != "ok":
+            assert time.monotonic() < deadline, cluster.admin("/health")
+            time.sleep(0.2)

@@ -25,11 +25,11 @@ flight to be answered, then close the transport).  A FIN cannot tell a
 half-close from a client that is gone; the bound keeps the second from
 holding a descriptor for a whole long-poll (nginx drops both at once, 499).
 Whether a request is in flight or not, the connection ends: the common case
-is every client that closes a kept-alive connection between requests.  (``close()`` alone is *not* enough: on an idle
-connection it cancels the wait for the next request and leaves the
-transport open for ever, in CLOSE-WAIT; ``shutdown()`` alone waits for a
-next request that never comes.)  Mid-head, mid-body or after an upgrade,
-EOF still closes at once.
+is every client that closes a kept-alive connection between requests.
+(``close()`` alone is *not* enough: on an idle connection it cancels the
+wait for the next request and leaves the transport open for ever, in
+CLOSE-WAIT; ``shutdown()`` alone waits for a next request that never
+comes.)  Mid-head, mid-body or after an upgrade, EOF still closes at once.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .sid import mint_sid
+from .sweep import drop_closed
 
 __all__ = ["WorkerRuntime", "run_worker"]
 
@@ -206,7 +207,9 @@ class WorkerRuntime:
             protocol.data_received(head)
 
     def connections(self) -> int:
-        return len(self.loaded.sio.eio.sockets)
+        sockets = self.loaded.sio.eio.sockets
+        drop_closed(sockets)  # see worker/sweep.py: closed sessions would count for minutes
+        return len(sockets)
 
     def ready_message(self) -> control.Ready:
         eio = self.loaded.sio.eio

@@ -27,8 +27,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from supervisor.config import BalancerConfig, LimitsConfig
-
+from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .exceptions import UpstreamError
 from .forwarding import TrustedProxies, forwarded, request_head, resolve_client

@@ -136,7 +136,10 @@ class UpstreamPool:
         except _StaleConnection:
             if not reused:
                 raise UpstreamError("worker closed the connection") from None
+        try:
             return await self._exchange(await self._connect(), head, body)
+        except _StaleConnection:  # a fresh connection reset too: the worker is gone
+            raise UpstreamError("worker closed the connection") from None
 
     async def _exchange(self, conn: _Conn, head: bytes, body: bytes) -> UpstreamResponse:
         ok = False

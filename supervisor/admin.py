@@ -112,6 +112,7 @@ def status_document(master: Master) -> dict[str, Any]:
     return {
         "app": master.app,
         "runtime_dir": master.runtime_dir,
+        "listen": {"port": master.ports[0], "admin_port": master.ports[1]},
         "master": {**master.master_sample(), "started_at": round(master.started_at, 3),
                    "uptime_s": round(time.time() - master.started_at, 1),
                    "workers_desired": master.desired},

@@ -103,6 +103,7 @@ class Master:
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
+        self.ports = (config.balancer.port, config.admin.port)  # (public, admin) once bound
 
     # WorkerDirectory, for the balancer
 
@@ -170,7 +171,7 @@ class Master:
         b, a = self.config.balancer, self.config.admin
         log.info(
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
-            self.app, self.desired, b.host, b.port, a.host, a.port,
+            self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
         try:
             await self._main_loop()
@@ -206,6 +207,9 @@ class Master:
         )
         await self._admin_runner.setup()
         await web.TCPSite(self._admin_runner, a.host, a.port, reuse_address=True).start()
+        # The ports actually bound (a config may say 0: "any free port").
+        admin_address = self._admin_runner.addresses[0]
+        self.ports = (self._front_door.port, int(admin_address[1]))
 
     def _scale_by(self, delta: int) -> None:
         self.commands.put_nowait(Command("scale", max(1, self.desired + delta)))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -100,6 +102,24 @@ class Cluster:
             self._stopped = True
 
 
+_COUNTER = itertools.count()
+_LISTENING = re.compile(r" on http://[^ ]+:(\d+) \(admin http://[^ ]+:(\d+)\)")
+
+
+def _bound_ports(cluster: Cluster, timeout: float = 30.0) -> tuple[int, int]:
+    """The (public, admin) ports the cluster logged once it bound them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _LISTENING.search(cluster.log())
+        if found:
+            return int(found.group(1)), int(found.group(2))
+        if cluster.proc.poll() is not None:
+            # Exited before listening (a config error, a boot failure): no ports.
+            return 0, 0
+        time.sleep(0.02)
+    raise AssertionError(f"the cluster logged no listening ports in {timeout}s:\n{cluster.log()}")
+
+
 def _limit_nofile(limit: int) -> Callable[[], None]:
     def apply() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
@@ -120,13 +140,15 @@ def start_cluster(app: str = "echo_app:app", *, workers: int = 2, args: tuple[st
                   wait: bool = True, token: str = "",
                   nofile: int | None = None) -> Iterator[Cluster]:
     """``nofile``: start the master with this open-files limit, soft and hard."""
-    port, admin_port = free_port(), free_port()
+    # Port 0: the cluster binds free ports itself and logs them; no race with
+    # another process taking a port between our probe and its bind.
     workdir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
-    log_path = workdir / f"cluster-{port}.log"
-    cmd = [*SIOCLUSTER, "run", app, "--workers", str(workers), "--port", str(port),
-           "--admin-port", str(admin_port), *args]
+    name = f"{os.getpid()}-{next(_COUNTER)}"
+    log_path = workdir / f"cluster-{name}.log"
+    cmd = [*SIOCLUSTER, "run", app, "--workers", str(workers), "--port", "0",
+           "--admin-port", "0", *args]
     if config is not None:
-        cfg = workdir / f"cluster-{port}.toml"
+        cfg = workdir / f"cluster-{name}.toml"
         cfg.write_text(config)
         cmd += ["--config", str(cfg)]
     full_env = {**os.environ, "SIOCLUSTER_ADAPTER_BACKEND": os.environ.get(
@@ -135,8 +157,9 @@ def start_cluster(app: str = "echo_app:app", *, workers: int = 2, args: tuple[st
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True,
                                 preexec_fn=None if nofile is None else _limit_nofile(nofile))
-    cluster = Cluster(proc, port, admin_port, log_path, token=token)
+    cluster = Cluster(proc, 0, 0, log_path, token=token)
     try:
+        cluster.port, cluster.admin_port = _bound_ports(cluster)
         if wait:
             cluster.wait_ready(workers)
         yield cluster

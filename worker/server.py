@@ -41,6 +41,8 @@ from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
+from .libcontract import check as check_library_contract
+from .libcontract import driver_table, replace_driver_table
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
 from .sweep import drop_closed
@@ -112,7 +114,7 @@ class WorkerRuntime:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
         eio.generate_id = lambda: mint_sid(slot, generation)
-        original = eio._async["translate_request"]
+        original = driver_table(eio)["translate_request"]
 
         def translate_request(request: web.Request) -> dict[str, Any]:
             environ: dict[str, Any] = original(request)
@@ -130,8 +132,7 @@ class WorkerRuntime:
                 return await on_message(eio_sid, data)
 
             eio.handlers["message"] = counted
-        # A per-instance copy: the driver table itself is shared module state.
-        eio._async = {**eio._async, "translate_request": translate_request}
+        replace_driver_table(eio, translate_request=translate_request)
         # One cap for polling bodies and WebSocket messages alike.
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
@@ -321,6 +322,10 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     client_errors = install_client_error_filter()
     try:
         loaded = await load_app(msg.app)
+        if problems := check_library_contract(loaded.sio):
+            raise AppLoadError(
+                "siocluster was not built for the installed python-socketio/python-engineio "
+                f"({'; '.join(problems)}); install the versions pinned in its pyproject")
     except AppLoadError as exc:
         tb = "".join(traceback.format_exception(exc.__cause__ or exc))
         writer.write(control.encode(control.BootFailed(error=str(exc), traceback=tb)))

@@ -50,6 +50,21 @@ from .config import Config, config_to_dict, keep_restart_only
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
+from .plan import (
+    DropSlot,
+    FinishRecycle,
+    Kill,
+    PlanAction,
+    PopReload,
+    Recycle,
+    Retire,
+    SlotFacts,
+    Spawn,
+    StopHard,
+    Timeouts,
+    WorkerFacts,
+    plan,
+)
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
 from .state import WorkerState
@@ -260,7 +275,8 @@ class Master:
             self.config = new
         for record in self.slots.values():
             if record.parked is WorkerState.FAILED:
-                record.parked, record.restart_times = None, []
+                record.unpark()
+                record.restart_times = []
         self._reload_queue = sorted(
             {h.slot for h in self.handles if h.stop_cause is None and h.slot < self.desired}
         )
@@ -278,54 +294,54 @@ class Master:
         return [h for h in self.handles if h.slot == slot and h.stop_cause is None]
 
     def _reconcile(self, now: float) -> None:
+        """Decide (:func:`supervisor.plan.plan`, pure), then act."""
         health = self.config.health
-        for slot in range(self.desired):
-            record = self._slot(slot)
-            if self._active(slot) or record.parked is WorkerState.FAILED:
-                continue
-            if record.restart_at_mono is None or now >= record.restart_at_mono:
-                if record.restart_at_mono is not None:
+        actions = plan(
+            now,
+            self.desired,
+            {s: SlotFacts(s, r.parked, r.restart_at_mono) for s, r in self.slots.items()},
+            [self._facts(h) for h in self.handles],
+            reload_queue=self._reload_queue,
+            recycling={s: (h.slot, h.generation) for s, h in self._recycling.items()},
+            timeouts=Timeouts(self.config.cluster.boot_timeout_s, health.heartbeat_timeout_s),
+        )
+        for action in actions:
+            self._execute(action, now)
+
+    @staticmethod
+    def _facts(h: WorkerHandle) -> WorkerFacts:
+        return WorkerFacts(h.slot, h.generation, h.state, h.stop_cause, h.started_mono,
+                           h.last_heartbeat_mono, h.kill_at_mono)
+
+    def _handle(self, key: tuple[int, int]) -> WorkerHandle:
+        return next(h for h in self.handles if (h.slot, h.generation) == key)
+
+    def _execute(self, action: PlanAction, now: float) -> None:
+        match action:
+            case Spawn(slot, restart):
+                record = self._slot(slot)
+                if restart:
                     record.restarts += 1
                     record.restart_times.append(now)
-                record.parked, record.restart_at_mono = None, None
+                record.unpark()
                 self._spawn(slot)
-        for slot in [s for s in self.slots if s >= self.desired]:
-            for h in self._active(slot):
-                self._retire(h, ExitCause.SCALE)
-            if not any(h.slot == slot for h in self.handles):
+            case Retire(key, cause):
+                self._retire(self._handle(key), cause)
+            case DropSlot(slot):
                 del self.slots[slot]
-
-        if self._reload_queue and not self._recycling:
-            slot = self._reload_queue.pop(0)
-            for h in self._active(slot):
-                self._recycle(h, ExitCause.RELOAD)
-        for slot, old in list(self._recycling.items()):
-            successors = [h for h in self._active(slot) if h is not old]
-            if old.stop_cause is not None or old not in self.handles:
+            case PopReload(slot):
+                self._reload_queue.remove(slot)
+            case Recycle(key, cause):
+                self._recycle(self._handle(key), cause)
+            case FinishRecycle(slot):
                 del self._recycling[slot]
-            elif any(h.state is WorkerState.READY for h in successors):
-                del self._recycling[slot]
-                self._retire(old, ExitCause.RELOAD)
-            elif not successors:
-                del self._recycling[slot]  # the successor died; policy handles the slot
-
-        for h in self.handles:
-            if h.kill_at_mono is not None and now >= h.kill_at_mono:
+            case Kill(key):
+                h = self._handle(key)
                 log.warning("worker %d pid %d did not stop in time; SIGKILL", h.slot, h.pid)
                 h.process.kill()
                 h.kill_at_mono = None
-                continue
-            if h.stop_cause is not None:
-                continue
-            booting_for = now - h.started_mono
-            if h.state is WorkerState.STARTING and booting_for > self.config.cluster.boot_timeout_s:
-                self._stop_hard(h, ExitCause.BOOT_TIMEOUT, "not ready within boot_timeout_s")
-            elif h.state is WorkerState.READY:
-                age = h.heartbeat_age(now)
-                if age is not None and age > health.heartbeat_timeout_s:
-                    self._stop_hard(
-                        h, ExitCause.HEARTBEAT, f"no heartbeat for {age:.1f}s (event loop blocked?)"
-                    )
+            case StopHard(key, cause, why):
+                self._stop_hard(self._handle(key), cause, why)
 
     def _spawn(self, slot: int) -> WorkerHandle:
         self._generation += 1
@@ -490,16 +506,14 @@ class Master:
             log.warning("worker %d pid %d %s", h.slot, h.pid, text)
             return  # a successor already runs in the slot
         if decision.action is Action.FAIL:
-            record.parked, record.failure_reason = WorkerState.FAILED, decision.reason
+            record.park(WorkerState.FAILED, reason=decision.reason)
             log.error("worker %d pid %d %s; %s", h.slot, h.pid, text, decision.reason)
             if h.boot_traceback:
                 log.error("worker %d traceback:\n%s", h.slot, h.boot_traceback.rstrip())
             return
-        record.parked = (
-            WorkerState.BACKOFF if decision.action is Action.BACKOFF else WorkerState.DEAD
-        )
-        record.failure_reason = decision.reason if decision.action is Action.BACKOFF else None
-        record.restart_at_mono = now + decision.delay_s
+        backoff = decision.action is Action.BACKOFF
+        record.park(WorkerState.BACKOFF if backoff else WorkerState.DEAD,
+                    restart_at=now + decision.delay_s, reason=decision.reason if backoff else None)
         log.warning(
             "worker %d pid %d %s; restarting in %.1fs%s",
             h.slot, h.pid, text, decision.delay_s,

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from balancer.proxy import LATENCY_BUCKETS_S
 
-from .commands import Command
+from .commands import Reload, Scale, Stop
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
 from .state import WorkerState
@@ -268,11 +268,11 @@ def make_admin_app(master: Master) -> web.Application:
         )
 
     async def reload(_request: web.Request) -> web.Response:
-        master.commands.put_nowait(Command("reload"))
+        master.commands.put_nowait(Reload())
         return web.json_response({"ok": True, "action": "reload"}, status=202)
 
     async def stop(_request: web.Request) -> web.Response:
-        master.commands.put_nowait(Command("stop"))
+        master.commands.put_nowait(Stop())
         return web.json_response({"ok": True, "action": "stop"}, status=202)
 
     async def scale(request: web.Request) -> web.Response:
@@ -285,7 +285,7 @@ def make_admin_app(master: Master) -> web.Application:
             return web.json_response(
                 {"error": 'body must be {"workers": N} with 1 <= N <= 256'}, status=400
             )
-        master.commands.put_nowait(Command("scale", workers))
+        master.commands.put_nowait(Scale(workers))
         return web.json_response({"ok": True, "action": "scale", "workers": workers}, status=202)
 
     app = web.Application(middlewares=[auth])

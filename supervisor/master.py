@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -45,7 +44,7 @@ from balancer.routing import WorkerView
 from worker import control
 
 from .admin import make_admin_app
-from .commands import Command
+from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
 from .config import Config, config_to_dict, keep_restart_only
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
@@ -175,14 +174,8 @@ class Master:
         except OSError as exc:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             raise Halt(1, f"cannot listen: {exc.strerror or exc}") from None
-        for signum, command in (
-            (signal.SIGTERM, Command("stop")),
-            (signal.SIGINT, Command("stop")),
-            (signal.SIGHUP, Command("reload")),
-        ):
+        for signum, command in SIGNALS.items():
             loop.add_signal_handler(signum, self.commands.put_nowait, command)
-        loop.add_signal_handler(signal.SIGTTIN, self._scale_by, 1)
-        loop.add_signal_handler(signal.SIGTTOU, self._scale_by, -1)
         b, a = self.config.balancer, self.config.admin
         log.info(
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
@@ -226,9 +219,6 @@ class Master:
         admin_address = self._admin_runner.addresses[0]
         self.ports = (self._front_door.port, int(admin_address[1]))
 
-    def _scale_by(self, delta: int) -> None:
-        self.commands.put_nowait(Command("scale", max(1, self.desired + delta)))
-
     async def _main_loop(self) -> None:
         last_sample = 0.0
         while not self.stopping:
@@ -247,14 +237,17 @@ class Master:
 
     def _apply(self, command: Command) -> bool:
         """Apply one command; True means stop."""
-        if command.name == "stop":
-            log.info("stopping (graceful, up to %.0fs)", self.config.cluster.graceful_timeout_s)
-            return True
-        if command.name == "scale":
-            log.info("scaling from %d to %d workers", self.desired, command.workers)
-            self.desired = command.workers
-        elif command.name == "reload":
-            self._start_reload()
+        match command:
+            case Stop():
+                log.info("stopping (graceful, up to %.0fs)",
+                         self.config.cluster.graceful_timeout_s)
+                return True
+            case Scale() | ScaleBy():
+                workers = scaled(self.desired, command)
+                log.info("scaling from %d to %d workers", self.desired, workers)
+                self.desired = workers
+            case Reload():
+                self._start_reload()
         return False
 
     def _start_reload(self) -> None:
@@ -500,7 +493,7 @@ class Master:
         if decision.action is Action.HALT:
             detail = (h.boot_traceback or "").rstrip()
             self.halt = Halt(control.BOOT_FAILED_EXIT, f"{h.boot_error}\n{detail}".rstrip())
-            self.commands.put_nowait(Command("stop"))
+            self.commands.put_nowait(Stop())
             return
         if self._active(h.slot):
             log.warning("worker %d pid %d %s", h.slot, h.pid, text)

@@ -412,9 +412,10 @@ class Master:
                 )
             )
         )
+        messages = control.MessageReader(reader)
         try:
             while True:
-                msg = await control.read_message(reader)
+                msg = await messages.next()
                 if msg is None:
                     return
                 self._on_message(h, msg)

@@ -12,17 +12,20 @@ and is caught by the master's timeout.
 EOF on this socket means the other side is gone: a worker exits when it reads
 EOF, so no worker outlives its master, even a SIGKILLed one.
 
-:class:`FrameDecoder` is the pure part (bytes in, messages out); the asyncio
-helpers at the bottom are a thin shell around it.
+The framing is :mod:`worker.framing`'s, shared with the local adapter:
+:class:`FrameDecoder` is the pure part (bytes in, messages out), and
+:class:`MessageReader` the thin asyncio shell around the same decoder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Any
 
 import msgspec
+
+from .framing import FrameDecoder as _Frames
+from .framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 
 __all__ = [
     "BOOT_FAILED_EXIT",
@@ -33,16 +36,16 @@ __all__ = [
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
+    "MessageReader",
     "Ready",
+    "decode",
     "encode",
-    "read_message",
 ]
 
 # Reserved exit code: the app could not be imported or built (gunicorn uses 3 too).
 BOOT_FAILED_EXIT = 3
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-_LEN = struct.Struct(">I")
 
 
 class Configure(msgspec.Struct, tag="configure", frozen=True):
@@ -94,50 +97,42 @@ class FrameError(Exception):
 
 
 def encode(message: ControlMessage) -> bytes:
-    body = _encoder.encode(message)
-    return _LEN.pack(len(body)) + body
+    return pack(_encoder.encode(message))
 
 
-class FrameDecoder:
-    """Accumulate bytes, yield complete messages."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[ControlMessage]:
-        self._buffer += data
-        out: list[ControlMessage] = []
-        while len(self._buffer) >= _LEN.size:
-            (length,) = _LEN.unpack_from(self._buffer)
-            if length > MAX_FRAME_BYTES:
-                raise FrameError(f"frame of {length} bytes exceeds the limit")
-            end = _LEN.size + length
-            if len(self._buffer) < end:
-                break
-            body = bytes(self._buffer[_LEN.size : end])
-            del self._buffer[:end]
-            try:
-                out.append(_decoder.decode(body))
-            except msgspec.DecodeError as exc:
-                raise FrameError(f"invalid control message: {exc}") from None
-        return out
-
-
-async def read_message(reader: asyncio.StreamReader) -> ControlMessage | None:
-    """Read one message; None on a clean EOF."""
-    try:
-        head = await reader.readexactly(_LEN.size)
-    except asyncio.IncompleteReadError:
-        return None
-    (length,) = _LEN.unpack(head)
-    if length > MAX_FRAME_BYTES:
-        raise FrameError(f"frame of {length} bytes exceeds the limit")
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        return None
+def decode(body: bytes) -> ControlMessage:
     try:
         message: ControlMessage = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise FrameError(f"invalid control message: {exc}") from None
     return message
+
+
+class FrameDecoder:
+    """Accumulate bytes, return complete messages (the pure part)."""
+
+    def __init__(self) -> None:
+        self._frames = _Frames(MAX_FRAME_BYTES)
+
+    def feed(self, data: bytes) -> list[ControlMessage]:
+        try:
+            bodies = self._frames.feed(data)
+        except FrameTooLarge as exc:
+            raise FrameError(str(exc)) from None
+        return [decode(body) for body in bodies]
+
+
+class MessageReader:
+    """Control messages from a stream, one per :meth:`next`; None at EOF."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._frames = FrameReader(reader, MAX_FRAME_BYTES)
+
+    async def next(self) -> ControlMessage | None:
+        try:
+            body = await self._frames.next()
+        except FrameTooLarge as exc:
+            raise FrameError(str(exc)) from None
+        except TruncatedFrame:
+            return None  # the peer died mid-frame: the same as EOF
+        return None if body is None else decode(body)

@@ -312,7 +312,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    msg = await control.read_message(reader)
+    messages = control.MessageReader(reader)
+    msg = await messages.next()
     if not isinstance(msg, control.Configure):
         return 1
     config = config_from_dict(msg.config, "control channel")
@@ -359,7 +360,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     async def read_control() -> None:
         nonlocal drain_timeout
         while True:
-            incoming = await control.read_message(reader)
+            incoming = await messages.next()
             if incoming is None:
                 log.warning("master is gone; stopping")
                 drain_timeout = 1.0

@@ -10,6 +10,7 @@ while workers were replaced.  The lease is 1 s here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
@@ -21,7 +22,7 @@ import pytest
 import socketio
 
 from tests.clients import disconnect
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster, run_cli, start_cluster
 from tests.redis_server import RedisServer, redis_server_fixture
 
 LEASE_S = 1.0
@@ -61,18 +62,19 @@ def assert_one_ticker_at_a_time(rows: list[tuple[int, int, float]]) -> None:
         span = spans.setdefault(pid, [t, t])
         span[1] = t
     ordered = sorted(spans.items(), key=lambda kv: kv[1][0])
-    for (pid_a, (_, end_a)), (pid_b, (start_b, _)) in zip(ordered, ordered[1:], strict=False):
+    for (pid_a, (_, end_a)), (pid_b, (start_b, _)) in itertools.pairwise(ordered):
         assert start_b > end_a, f"pid {pid_b} ticked from {start_b} while {pid_a} ran to {end_a}"
     # Within a run, no second ticker: the counter of each pid only grows by one.
     last: dict[int, int] = {}
     for pid, n, _t in sorted(rows, key=lambda r: (r[0], r[2])):
-        assert n == last.get(pid, n - 1) + 1 or pid not in last, f"pid {pid}: {last[pid]} -> {n}"
+        if pid in last:
+            assert n == last[pid] + 1, f"pid {pid}: tick {last[pid]} then {n}"
         last[pid] = n
 
 
 def max_gap(rows: list[tuple[int, int, float]]) -> float:
     times = [t for _pid, _n, t in rows]
-    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 class Clients:
@@ -154,6 +156,9 @@ def test_one_ticker_at_the_right_rate(cluster: Cluster, tmp_path: Path) -> None:
     assert single["name"] == "ticker" and single["holder"]["pid"] == holder
     assert single["holder"]["slot"] in (0, 1, 2) and single["held_for_s"] >= 2.0
     assert single["handovers"] == 0
+    shown = run_cli("status", "--admin-port", str(cluster.admin_port))
+    assert shown.returncode == 0, shown.stderr
+    assert "singleton ticker: " in shown.stdout and f"pid {holder}, held " in shown.stdout
 
 
 def test_kill9_holder_resumes_elsewhere_within_lease_plus_heartbeat(
@@ -181,7 +186,7 @@ def test_kill9_holder_resumes_elsewhere_within_lease_plus_heartbeat(
         await clients.close()
 
     asyncio.run(main())
-    code, metrics = cluster.admin("/metrics")
+    _code, metrics = cluster.admin("/metrics")
     assert 'siocluster_singleton_handovers_total{name="ticker"} 1.0' in metrics
     assert "holder worker" in cluster.log() and "exited; lease free" in cluster.log()
 

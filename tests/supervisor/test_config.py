@@ -66,6 +66,7 @@ def test_env_types() -> None:
     ("[adapter]\nbackend = \"redys\"\n", ["adapter.backend", "'redis'"]),
     ("[cluster\n", ["invalid TOML"]),
     ("cluster = 3\n", ["[cluster] must be a table"]),
+    ("[cluster]\nsingleton_lease_s = 0\n", ["cluster.singleton_lease_s", "more than 0"]),
 ])
 def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str,
                                                needles: list[str]) -> None:

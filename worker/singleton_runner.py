@@ -288,8 +288,14 @@ def start_singletons(
 
         backend = RedisLeases(redis_url, channel, slot=slot, generation=generation,
                               lease_s=lease_s)
-    else:
+    elif backend_name in ("local", "none"):
         backend = master = MasterLeases(writer)
+    else:
+        # A broker spanning hosts needs a lease there; the master's would give
+        # one holder per host, silently.  Refuse loudly instead.
+        log.error("singletons %s not started: no lease for adapter backend %r",
+                  ", ".join(repr(s.name) for s in specs), backend_name)
+        return None
     runner = SingletonRunner(specs, backend, lease_s=lease_s, heartbeat_s=heartbeat_s)
     runner.start(sio)
     log.info("singletons %s: asking the %s for their leases every %.2fs",

@@ -155,8 +155,9 @@ def render_status(doc: dict[str, Any]) -> str:
         holder = single["holder"]
         where = (f"{holder['host']} slot {holder['slot']} pid {holder['pid']}, "
                  f"held {single['held_for_s']:.1f}s" if holder else "no holder")
+        errors = f", {single['errors']} errors" if single.get("errors") else ""
         lines.append(f"singleton {single['name']}: {where} "
-                     f"({single['handovers']} handovers)")
+                     f"({single['handovers']} handovers{errors})")
     b = doc["balancer"]
     lines.append(
         f"balancer: {b['requests']} requests, {b['handshakes']} handshakes, "

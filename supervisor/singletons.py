@@ -27,6 +27,8 @@ class SingletonBook:
     host: str = ""
     current: dict[str, LeaseView | None] = field(default_factory=dict)
     handovers: dict[str, int] = field(default_factory=dict)
+    # How often the holder's function raised, as its last report said.
+    errors: dict[str, int] = field(default_factory=dict)
     _top: dict[str, int] = field(default_factory=dict)
 
     def _see(self, name: str, view: LeaseView, *, held: bool = False) -> None:
@@ -47,6 +49,8 @@ class SingletonBook:
             self.handovers.setdefault(name, 0)
             if report.current is not None:
                 self._see(name, report.current, held=report.held)
+            if report.held:
+                self.errors[name] = report.errors
 
     def vacate(self, name: str, token: int) -> None:
         """The holder released the lease ``token``."""
@@ -65,7 +69,8 @@ class SingletonBook:
         for name in sorted(self.current):
             view = self.current[name]
             entry: dict[str, Any] = {"name": name, "holder": None, "token": None,
-                                     "held_for_s": None, "handovers": self.handovers.get(name, 0)}
+                                     "held_for_s": None, "handovers": self.handovers.get(name, 0),
+                                     "errors": self.errors.get(name, 0)}
             if view is not None:
                 entry.update(
                     holder={"host": view.host, "slot": view.slot, "pid": view.pid},

@@ -56,6 +56,8 @@ from .lease import HolderLease
 __all__ = [
     "LeaseLost",
     "SingletonSpec",
+    "Tenure",
+    "current_tenure",
     "install_fence",
     "registered",
     "singleton",
@@ -94,13 +96,12 @@ def singleton(name: str) -> Callable[[_F], _F]:
         if inspect.signature(func).parameters:
             raise TypeError(f"@singleton({name!r}): {func.__qualname__} must take no arguments")
         known = _registry.get(name)
-        if known is not None and _same(known.func, func):
-            return func  # the module was imported twice (e.g. as __main__ and by name)
-        if known is not None:
+        if known is not None and not _same(known.func, func):
             raise ValueError(
                 f"@singleton({name!r}) is already {known.func.__module__}."
                 f"{known.func.__qualname__}; singleton names must be unique"
             )
+        # A module imported twice registers again: the latest import wins.
         _registry[name] = SingletonSpec(name, func)
         return func
 
@@ -108,8 +109,12 @@ def singleton(name: str) -> Callable[[_F], _F]:
 
 
 def _same(a: SingletonFunc, b: SingletonFunc) -> bool:
-    return (a.__qualname__, getattr(a, "__code__", None) and a.__code__.co_filename) == (
-        b.__qualname__, getattr(b, "__code__", None) and b.__code__.co_filename
+    """The same source function (a module imported twice), not just the same name."""
+    code_a, code_b = getattr(a, "__code__", None), getattr(b, "__code__", None)
+    if code_a is None or code_b is None:
+        return a is b
+    return (a.__qualname__, code_a.co_filename, code_a.co_firstlineno) == (
+        b.__qualname__, code_b.co_filename, code_b.co_firstlineno
     )
 
 

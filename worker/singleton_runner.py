@@ -162,6 +162,11 @@ class SingletonRunner:
                 if not item.failing:
                     log.warning("singleton %r: lease backend did not answer: %r", name, exc)
                 item.failing = True
+            except Exception:
+                # Keep polling: a holder that stops renewing only fences itself.
+                if not item.failing:
+                    log.exception("singleton %r: lease request failed", name)
+                item.failing = True
             else:
                 if item.failing:
                     log.info("singleton %r: lease backend answers again", name)

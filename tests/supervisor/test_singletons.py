@@ -15,13 +15,14 @@ def test_freshest_token_wins_and_counts_handovers() -> None:
     book.granted("tick", view(1, 1))
     # A candidate's stale report does not bring the old holder back.
     book.observe({"tick": SingletonReport(held=False, current=view(1, 1))})
-    book.observe({"tick": SingletonReport(held=True, current=view(2, 4, host="other"))})
+    book.observe({"tick": SingletonReport(held=True, current=view(2, 4, host="other"),
+                                          errors=2)})
     book.observe({"tick": SingletonReport(held=False, current=view(1, 1))})
     assert book.current["tick"] == view(2, 4, host="other")
     assert book.handovers == {"tick": 3}, "tenures 2 and 3 happened elsewhere"
     [entry] = book.status(now_wall=112.34)
     assert entry == {"name": "tick", "holder": {"host": "other", "slot": 2, "pid": 2},
-                     "token": 4, "held_for_s": 12.3, "handovers": 3}
+                     "token": 4, "held_for_s": 12.3, "handovers": 3, "errors": 2}
 
 
 def test_release_exit_and_a_reset_redis() -> None:
@@ -41,4 +42,4 @@ def test_release_exit_and_a_reset_redis() -> None:
     assert book.current["a"] == view(7, 1)
     book.observe({"b": SingletonReport(held=False)})
     assert book.status(0.0)[1] == {"name": "b", "holder": None, "token": None,
-                                   "held_for_s": None, "handovers": 0}
+                                   "held_for_s": None, "handovers": 0, "errors": 0}

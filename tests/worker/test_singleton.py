@@ -50,6 +50,7 @@ def test_decorator_checks_what_it_is_given() -> None:
         singleton("a")(other)
     assert [s.name for s in singleton_module.registered()] == ["a"]
     assert singleton("a")(first) is first, "the same function twice is fine"
+    assert [s.func for s in singleton_module.registered()] == [first]
 
 
 class Manager:

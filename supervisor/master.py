@@ -51,7 +51,7 @@ from .exceptions import ConfigError, Halt
 from .handle import SlotRecord, WorkerHandle
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
-from .singletons import SingletonBook
+from .singletons import SingletonBook, may_acquire
 from .state import WorkerState
 
 __all__ = ["Master"]
@@ -454,9 +454,16 @@ class Master:
     def _lease_key(h: WorkerHandle) -> str:
         return f"{h.slot}.{h.generation:x}"
 
+    def _lease_standing(self, h: WorkerHandle) -> tuple[bool, bool]:
+        serving = h.state is WorkerState.READY and h.stop_cause is None
+        leaving = h.slot in self._reload_queue or self._recycling.get(h.slot) is h
+        return serving, leaving
+
     def _on_lease_request(self, h: WorkerHandle, msg: control.LeaseRequest, now: float) -> None:
         holder = Holder(self._lease_key(h), self._hostname, h.slot, h.pid)
-        eligible = msg.eligible and h.state is WorkerState.READY and h.stop_cause is None
+        eligible = msg.eligible and may_acquire(
+            self._lease_standing(h), [self._lease_standing(o) for o in self.handles if o is not h]
+        )
         decision = self.leases.request(msg.name, holder, eligible=eligible, now=now,
                                        wall=time.time())
         current = None

@@ -19,7 +19,22 @@ from typing import Any
 
 from worker.control import LeaseView, SingletonReport
 
-__all__ = ["SingletonBook"]
+__all__ = ["SingletonBook", "may_acquire"]
+
+
+def may_acquire(candidate: tuple[bool, bool], others: list[tuple[bool, bool]]) -> bool:
+    """Whether a worker may take a free lease (local backend).
+
+    Each worker is ``(serving, leaving)``: ``serving`` is ready and not being
+    stopped; ``leaving`` is about to be replaced by a rolling restart or a
+    recycle.  Prefer a worker that stays, so a roll hands a singleton over
+    once, not once per slot; one that is leaving may take it only when no
+    worker that stays could, so the singleton is never left without a holder.
+    """
+    serving, leaving = candidate
+    if not serving:
+        return False
+    return not leaving or not any(s and not g for s, g in others)
 
 
 @dataclass

@@ -251,6 +251,8 @@ def test_rolling_restart_hands_over_without_gap_or_overlap(
         print(f"SIGHUP roll: {len({r[0] for r in during})} tickers, longest gap {gap:.2f}s")
         assert gap <= LEASE_S, gap
         assert_one_ticker_at_a_time(rows)
+        # One handover: a worker about to be replaced does not take the lease.
+        assert len({r[0] for r in during}) == 2, during
         assert rows[-1][0] not in old, "a new-generation worker ticks at the end"
         await clients.close()
 

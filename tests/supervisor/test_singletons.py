@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.singletons import SingletonBook
+from supervisor.singletons import SingletonBook, may_acquire
 from worker.control import LeaseView, SingletonReport
 
 
@@ -43,3 +43,12 @@ def test_release_exit_and_a_reset_redis() -> None:
     book.observe({"b": SingletonReport(held=False)})
     assert book.status(0.0)[1] == {"name": "b", "holder": None, "token": None,
                                    "held_for_s": None, "handovers": 0, "errors": 0}
+
+
+def test_a_roll_prefers_workers_that_stay_but_never_leaves_the_lease_unheld() -> None:
+    staying, leaving, stopped = (True, False), (True, True), (False, False)
+    assert may_acquire(staying, [leaving])
+    assert not may_acquire(stopped, [])
+    assert not may_acquire(leaving, [staying, leaving]), "a worker that stays takes it"
+    assert may_acquire(leaving, [leaving, stopped]), "nobody that stays can: take it"
+    assert may_acquire(leaving, [])

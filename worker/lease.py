@@ -152,9 +152,6 @@ class LeaseTable:
         entry = self._live(name, now)
         return None if entry is None else entry.grant
 
-    def names(self) -> list[str]:
-        return sorted(self._tokens)
-
 
 class Event(enum.Enum):
     NONE = "none"  # nothing changed

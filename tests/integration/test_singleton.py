@@ -262,7 +262,8 @@ def test_rolling_restart_hands_over_without_gap_or_overlap(
 
 def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -> None:
     env = {**_env(tmp_path), "SIOCLUSTER_ADAPTER_BACKEND": "redis",
-           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url}
+           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url,
+           "SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT_S": "30"}
     host_a, host_b = tmp_path / "a", tmp_path / "b"
     host_a.mkdir()
     host_b.mkdir()
@@ -291,7 +292,19 @@ def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -
             print(f"redis kill -9: ticks resumed after {took:.2f}s")
             assert took < LEASE_S + HEARTBEAT_S, took
             await asyncio.sleep(1.0)
-            assert_one_ticker_at_a_time(emitted(tmp_path))
+            # Fencing against Redis's clock: a paused holder never ticks after SIGCONT.
+            paused = _holder(emitted(tmp_path))
+            os.kill(paused, signal.SIGSTOP)
+            stopped = time.time()
+            try:
+                await _until(lambda: [r for r in emitted(tmp_path)
+                                      if r[0] not in (victim, paused)], 10, "a third ticker")
+            finally:
+                os.kill(paused, signal.SIGCONT)
+            await asyncio.sleep(1.5)
+            rows = emitted(tmp_path)
+            assert all(t < stopped + 0.05 for pid, _n, t in rows if pid == paused)
+            assert_one_ticker_at_a_time(rows)
             await clients_a.close()
             await clients_b.close()
 
@@ -302,3 +315,33 @@ def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -
             [single] = cluster.status()["singletons"]
             assert single["holder"]["pid"] == holder, (cluster.port, single)
             assert single["handovers"] >= 1
+
+
+def test_redis_outage_leaves_no_holder_until_redis_returns(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Without Redis nobody can confirm a lease: the ticker stops within the lease, then resumes."""
+    env = {**_env(tmp_path), "SIOCLUSTER_ADAPTER_BACKEND": "redis",
+           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url}
+    with start_cluster(APP, workers=2, tmp_path=tmp_path, env=env) as cluster:
+        deadline = time.monotonic() + 15
+        while len(emitted(tmp_path)) < 3:
+            assert time.monotonic() < deadline, cluster.log()
+            time.sleep(0.05)
+        redis_server.kill()
+        killed = time.time()
+        try:
+            time.sleep(LEASE_S + 1.0)
+            last = emitted(tmp_path)[-1][2]
+            print(f"redis down: last tick {last - killed:.2f}s after the kill")
+            assert last - killed < LEASE_S, "the holder stopped within its lease"
+        finally:
+            redis_server.start()
+        restarted = time.time()
+        deadline = time.monotonic() + 10
+        while emitted(tmp_path)[-1][2] < restarted:
+            assert time.monotonic() < deadline, cluster.log()
+            time.sleep(0.05)
+        print(f"redis back: ticking again after {emitted(tmp_path)[-1][2] - restarted:.2f}s")
+        assert_one_ticker_at_a_time([r for r in emitted(tmp_path) if r[2] < killed])
+        assert "lease backend did not answer" in cluster.log()

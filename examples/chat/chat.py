@@ -43,12 +43,15 @@ CONNECTIONS_EVERY_S = float(os.environ.get("CHAT_CONNECTIONS_EVERY_S", "5"))
 async def announce_connections() -> None:
     """Every few seconds, tell every tab how many are connected across the whole cluster."""
     while True:
-        try:
-            sockets = await sio.manager.fetch_sockets()
-        except RequestTimeout as exc:  # a worker did not answer in time: count what came
-            sockets = exc.results
-        await sio.emit("connections", {"count": len(sockets),
-                                       "workers": sio.manager.server_count(),
+        if not hasattr(sio.manager, "fetch_sockets"):  # --adapter none: this worker alone
+            count, workers = len(sio.eio.sockets), 1
+        else:
+            try:
+                count = len(await sio.manager.fetch_sockets())
+            except RequestTimeout as exc:  # a worker did not answer in time: count what came
+                count = len(exc.results)
+            workers = sio.manager.server_count()
+        await sio.emit("connections", {"count": count, "workers": workers,
                                        "announcer_pid": os.getpid()})
         await asyncio.sleep(CONNECTIONS_EVERY_S)
 

@@ -25,8 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from supervisor.config import BalancerConfig, LimitsConfig
-
+from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .forwarding import TrustedProxies
 from .handoff import encode_handoff

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Command
+from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
 from .state import WorkerState
 
@@ -38,7 +39,8 @@ __all__ = ["evaluate_health", "make_admin_app", "status_document"]
 
 
 def evaluate_health(
-    handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int
+    handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int,
+    fds: Iterable[FdUsage] = (),
 ) -> tuple[int, dict[str, Any]]:
     """Pure: the /health status code and body."""
     ready = sum(1 for h in handles if h.state is WorkerState.READY)
@@ -54,6 +56,7 @@ def evaluate_health(
         state = h.adapter.get("state")
         if h.state is WorkerState.READY and state not in (None, "connected", "disabled"):
             reasons.append(f"worker {h.slot} adapter {state}")
+    reasons += fd_pressure(fds)
     if ready == 0:
         return 503, {"status": "unavailable", "ready": 0, "desired": desired,
                      "reasons": reasons or ["no worker is ready"]}
@@ -79,6 +82,7 @@ def _worker_entry(h: WorkerHandle, record: SlotRecord, now: float) -> dict[str, 
         "rss_bytes": h.sample.get("rss_bytes"),
         "cpu_percent": h.sample.get("cpu_percent"),
         "fds": h.sample.get("fds"),
+        "fd_limit": h.sample.get("fd_limit"),
         "threads": h.sample.get("threads"),
         "guards": h.guards,
     }
@@ -100,7 +104,8 @@ def status_document(master: Master) -> dict[str, Any]:
                 "started_at": None, "connections": 0, "heartbeat_age_s": None,
                 "reason": record.failure_reason,
             })
-    _code, health = evaluate_health(master.handles, master.slots.values(), master.desired)
+    _code, health = evaluate_health(master.handles, master.slots.values(), master.desired,
+                                    master.fd_usage())
     adapters = [
         {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
     ]
@@ -145,6 +150,20 @@ class _MasterCollector(Collector):
         for h in m.handles:
             conns.add_metric([str(h.slot)], h.connections)
         yield conns
+        open_fds = GaugeMetricFamily(
+            "siocluster_open_fds", "Open file descriptors", labels=["role", "slot"]
+        )
+        max_fds = GaugeMetricFamily(
+            "siocluster_max_fds", "Open file descriptor limit (soft RLIMIT_NOFILE)",
+            labels=["role", "slot"],
+        )
+        for usage in m.fd_usage():
+            role, _, slot = usage.who.partition(" ")
+            open_fds.add_metric([role, slot], usage.fds)
+            if usage.limit:
+                max_fds.add_metric([role, slot], usage.limit)
+        yield open_fds
+        yield max_fds
         stats = m.balancer.stats
         for name, doc, value in (
             ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
@@ -252,7 +271,8 @@ def make_admin_app(master: Master) -> web.Application:
         return response
 
     async def health(_request: web.Request) -> web.Response:
-        code, body = evaluate_health(master.handles, master.slots.values(), master.desired)
+        code, body = evaluate_health(master.handles, master.slots.values(), master.desired,
+                                     master.fd_usage())
         return web.json_response(body, status=code)
 
     async def status(_request: web.Request) -> web.Response:

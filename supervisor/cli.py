@@ -181,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
             f"admin.host = {config.admin.host!r} is not loopback: set [admin] token "
             "(or SIOCLUSTER_ADMIN_TOKEN) so the admin endpoint is not open"
         )
-    from .logs import configure_logging
+    from worker.logs import configure_logging
+
     from .master import Master
 
     configure_logging(config.logging.level, config.logging.format, role="master")

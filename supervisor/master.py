@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -48,6 +49,7 @@ from .admin import make_admin_app
 from .commands import Command
 from .config import Config, config_to_dict, keep_restart_only
 from .exceptions import ConfigError, Halt
+from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
@@ -63,6 +65,11 @@ _SAMPLE_EVERY_S = 2.0
 _NO_IDLE_LIMIT_S = 365 * 86400.0
 # Exits we asked for: the slot is not restarted for them.
 _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
+
+
+def _soft_limit(value: int) -> int:
+    """0 for an unlimited soft limit (nothing to warn against)."""
+    return 0 if value == resource.RLIM_INFINITY or value < 0 else value
 
 
 class Master:
@@ -146,6 +153,8 @@ class Master:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        before, now, hard = raise_nofile_limit()
+        log.info("open files limit: soft %d -> %d (hard %d)", before, now, hard)
         self.runtime_dir = self.config.cluster.runtime_dir or tempfile.mkdtemp(
             prefix="siocluster-"
         )
@@ -221,6 +230,7 @@ class Master:
             if now - last_sample >= _SAMPLE_EVERY_S:
                 last_sample = now
                 self._sample(now)
+                self.balancer.reap_idle()
 
     def _apply(self, command: Command) -> bool:
         """Apply one command; True means stop."""
@@ -560,6 +570,7 @@ class Master:
                         "rss_bytes": proc.memory_info().rss,
                         "cpu_percent": proc.cpu_percent(None),
                         "fds": proc.num_fds(),
+                        "fd_limit": _soft_limit(proc.rlimit(psutil.RLIMIT_NOFILE)[0]),
                         "threads": proc.num_threads(),
                     }
             except psutil.Error:
@@ -590,8 +601,18 @@ class Master:
                 "rss_bytes": proc.memory_info().rss,
                 "cpu_percent": proc.cpu_percent(None),
                 "fds": proc.num_fds(),
+                "fd_limit": _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
                 "threads": proc.num_threads(),
             }
+
+    def fd_usage(self) -> list[FdUsage]:
+        """Open descriptors against their limit: the master's now, the workers' last sample."""
+        usages = [FdUsage("master", psutil.Process().num_fds(),
+                          _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))]
+        for h in self.handles:
+            if "fds" in h.sample:
+                usages.append(FdUsage(f"worker {h.slot}", h.sample["fds"], h.sample["fd_limit"]))
+        return usages
 
     # Shutdown: the one place the order is written
 

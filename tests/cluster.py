@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,13 @@ class Cluster:
             self._stopped = True
 
 
+def _limit_nofile(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 def run_cli(*args: str, cwd: Path = APPS, env: dict[str, str] | None = None,
             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SIOCLUSTER, *args], cwd=cwd, env={**os.environ, **(env or {})},
@@ -109,7 +117,9 @@ def run_cli(*args: str, cwd: Path = APPS, env: dict[str, str] | None = None,
 def start_cluster(app: str = "echo_app:app", *, workers: int = 2, args: tuple[str, ...] = (),
                   env: dict[str, str] | None = None, cwd: Path = APPS,
                   config: str | None = None, tmp_path: Path | None = None,
-                  wait: bool = True, token: str = "") -> Iterator[Cluster]:
+                  wait: bool = True, token: str = "",
+                  nofile: int | None = None) -> Iterator[Cluster]:
+    """``nofile``: start the master with this open-files limit, soft and hard."""
     port, admin_port = free_port(), free_port()
     workdir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
     log_path = workdir / f"cluster-{port}.log"
@@ -123,7 +133,8 @@ def start_cluster(app: str = "echo_app:app", *, workers: int = 2, args: tuple[st
         "SIOCLUSTER_TEST_ADAPTER", "local"), **(env or {})}
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True,
+                                preexec_fn=None if nofile is None else _limit_nofile(nofile))
     cluster = Cluster(proc, port, admin_port, log_path, token=token)
     try:
         if wait:

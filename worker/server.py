@@ -33,8 +33,8 @@ from aiohttp import web
 from balancer.forwarding import TrustedProxies, resolve_client
 from balancer.handoff import decode_handoff
 from balancer.peer import Peer, PeerProtocol
+from balancer.sid import mint_sid
 from supervisor.config import Config, config_from_dict
-from supervisor.logs import configure_logging
 
 from . import control
 from .adapter import AdapterHandle, install_adapter
@@ -42,8 +42,9 @@ from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
-from .sid import mint_sid
+from .logs import configure_logging
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
+from .sweep import drop_closed
 
 __all__ = ["WorkerRuntime", "run_worker"]
 
@@ -209,7 +210,9 @@ class WorkerRuntime:
             protocol.data_received(head)
 
     def connections(self) -> int:
-        return len(self.loaded.sio.eio.sockets)
+        sockets = self.loaded.sio.eio.sockets
+        drop_closed(sockets)  # see worker/sweep.py: closed sessions would count for minutes
+        return len(sockets)
 
     def ready_message(self) -> control.Ready:
         eio = self.loaded.sio.eio

@@ -23,6 +23,7 @@ import websockets
 
 from tests.clients import disconnect
 from tests.cluster import Cluster, free_port, start_cluster
+from tests.system import missing
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 CHAT = Path(__file__).resolve().parent.parent.parent / "examples" / "chat"
@@ -34,7 +35,7 @@ def chat_installed() -> Path:
     if (CHAT / "node_modules" / "socket.io-client").is_dir():
         return CHAT
     if shutil.which("npm") is None:
-        pytest.skip("npm is needed to install the chat example's client (apt-get install npm)")
+        missing("npm is needed to install the chat example's client (apt-get install npm)")
     done = subprocess.run(["bash", str(CHAT / "setup.sh")], cwd=CHAT, capture_output=True,
                           text=True, timeout=300, check=False)
     if done.returncode != 0:
@@ -220,9 +221,9 @@ async def blank_page(debug_port: int) -> str:
     raise AssertionError("chromium opened no blank page")
 
 
-@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (apt-get install chromium)")
 def test_browser_page_chats_across_workers(chat: Cluster, tmp_path: Path) -> None:
-    assert BROWSER is not None
+    if BROWSER is None:
+        missing("chromium is not installed (apt-get install chromium)")
     debug_port = free_port()
     with (tmp_path / "chromium.log").open("w") as log:
         browser = subprocess.Popen(

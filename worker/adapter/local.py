@@ -34,7 +34,8 @@ import logging
 import os
 from typing import Any
 
-from ..sid import parse_sid
+from balancer.sid import parse_sid
+
 from .envelope import Envelope, MsgType, parse_header, serialize
 from .exceptions import BackendError, ProtocolError
 from .transport import AdapterState, Owner, TransportEvents

@@ -71,7 +71,7 @@ Room = str | int
 
 # A forwarded ack whose client never answers is forgotten after this long.
 ACK_TTL_S = 300.0
-_SID_RANDOM_CHARS = 20  # worker.sid.mint_sid: token_urlsafe(15)
+_SID_RANDOM_CHARS = 20  # balancer.sid.mint_sid: token_urlsafe(15)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -15,9 +15,9 @@ its :class:`~worker.lease.HolderLease`, and acts on the event:
 Backends: :class:`MasterLeases` asks the master over the control channel
 (``local``/``none`` adapter backends: one holder per host);
 :class:`~worker.singleton_redis.RedisLeases` asks Redis (one holder across
-hosts).  A backend that does not answer within the poll interval counts as a
-refusal for nobody: nothing changes, and the watchdog ends the tenure when its
-validity runs out.
+hosts).  A backend that does not answer within the poll interval changes
+nothing: a holder keeps running until the watchdog ends its tenure, when the
+validity of its last confirmed renewal runs out.
 
 :meth:`SingletonRunner.stop` (drain, shutdown) is the handover: stop polling,
 cancel the tasks, wait for them to finish, and only then release the leases,

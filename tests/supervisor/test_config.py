@@ -134,3 +134,9 @@ def test_reload_keeps_what_only_a_restart_changes() -> None:
     assert effective.limits.event_rate_per_socket == 5  # the workers take it
     assert effective.health.max_rss_mb == 512
     assert keep_restart_only(old, old) == (old, [])
+    # The master grants @singleton leases by it: old and new workers must agree.
+    env = {"SIOCLUSTER_CLUSTER_SINGLETON_LEASE_S": "2",
+           "SIOCLUSTER_CLUSTER_GRACEFUL_TIMEOUT_S": "3"}
+    effective, kept = keep_restart_only(old, load_config(None, env=env))
+    assert kept == ["cluster.singleton_lease_s"]
+    assert effective.cluster.singleton_lease_s == 5.0 and effective.cluster.graceful_timeout_s == 3

@@ -41,3 +41,9 @@ async def ticker() -> None:
 @sio.event
 async def whoami(sid: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "sid": sid}
+
+
+@sio.event
+async def block(sid: str, seconds: float) -> None:
+    """Hang this worker's event loop (a bug in an app handler)."""
+    time.sleep(seconds)

@@ -228,6 +228,36 @@ def test_sigstopped_holder_never_ticks_again_after_sigcont(
     assert "lease lost; cancelling" in cluster.log() or "lost its lease" in cluster.log()
 
 
+@pytest.mark.parametrize(
+    "cluster", [{"SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT_S": "30"}], indirect=True
+)
+def test_hung_holder_is_replaced_and_fenced_when_its_loop_returns(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        clients = Clients()
+        await clients.open(cluster.url, 6)
+        await _until(lambda: len(emitted(tmp_path)) >= 5, 10, "ticks")
+        victim = _holder(emitted(tmp_path))
+        on_victim = [c for c, pid in zip(clients.clients, clients.worker_pids, strict=True)
+                     if pid == victim]
+        assert on_victim, "a client on the holder's worker"
+        await on_victim[0].emit("block", 3.0)  # its loop blocks for 3 s
+        blocked = time.time()
+        await _until(lambda: [r for r in emitted(tmp_path) if r[0] != victim], 10,
+                     "a new ticker while the holder hangs")
+        took = next(t for pid, _n, t in emitted(tmp_path) if pid != victim) - blocked
+        print(f"hung loop: ticks resumed after {took:.2f}s")
+        assert took < LEASE_S + HEARTBEAT_S, took
+        await asyncio.sleep(max(0.0, blocked + 3.0 - time.time()) + 1.5)
+        rows = emitted(tmp_path)
+        assert all(t < blocked + 0.05 for pid, _n, t in rows if pid == victim)
+        assert_one_ticker_at_a_time(rows)
+        await clients.close()
+
+    asyncio.run(main())
+
+
 def test_rolling_restart_hands_over_without_gap_or_overlap(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -121,6 +121,7 @@ def status_document(master: Master) -> dict[str, Any]:
         "balancer": master.balancer.status(),
         "adapter": {"backend": master.config.adapter.backend, "workers": adapters},
         "restarts_by_cause": dict(master.restart_causes),
+        "singletons": master.singletons.status(time.time()),
     }
 
 
@@ -231,6 +232,22 @@ class _MasterCollector(Collector):
         yield messages
         yield guards
         yield from adapter.values()
+        yield from _singleton_metrics(m)
+
+
+def _singleton_metrics(m: Master) -> Iterable[Metric]:
+    handovers = CounterMetricFamily(
+        "siocluster_singleton_handovers", "@singleton leases that moved to a new tenure",
+        labels=["name"],
+    )
+    held = GaugeMetricFamily(
+        "siocluster_singleton_held", "1 while a @singleton's holder is known", labels=["name"]
+    )
+    for name, view in sorted(m.singletons.current.items()):
+        handovers.add_metric([name], m.singletons.handovers.get(name, 0))
+        held.add_metric([name], 0 if view is None else 1)
+    yield handovers
+    yield held
 
 
 def make_admin_app(master: Master) -> web.Application:

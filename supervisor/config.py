@@ -60,6 +60,8 @@ class ClusterConfig:
     graceful_timeout_s: float = 30.0
     # Pin worker N to core N % cpu_count.
     pin_cpus: bool = False
+    # @singleton leases: a dead or hung holder is replaced within this (plus a heartbeat).
+    singleton_lease_s: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -238,6 +240,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         sections[section_name] = section_type(**kwargs)
     config = Config(**sections)
+    if config.cluster.singleton_lease_s <= 0:
+        raise ConfigError(f"{source}: cluster.singleton_lease_s must be more than 0")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
     for entry in config.balancer.trusted_proxies:
@@ -256,6 +260,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
 # restart on a reload, take everything else.
 _RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
     "balancer": None,  # every key
+    # The master grants leases by it; old and new workers must agree during a roll.
+    "cluster": ("singleton_lease_s",),
     "admin": None,
     "limits": ("max_message_bytes", "max_header_bytes", "max_header_count", "header_timeout_s",
                "idle_timeout_s", "tcp_keepalive_s", "handshake_rate_per_ip",

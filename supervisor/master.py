@@ -42,6 +42,7 @@ from balancer.frontdoor import FrontDoor
 from balancer.proxy import Balancer
 from balancer.routing import WorkerView
 from worker import control
+from worker.lease import Holder, LeaseTable
 
 from .admin import make_admin_app
 from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
@@ -66,6 +67,7 @@ from .plan import (
 )
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
+from .singletons import SingletonBook, may_acquire
 from .state import WorkerState
 
 __all__ = ["Master"]
@@ -118,6 +120,10 @@ class Master:
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
         self.ports = (config.balancer.port, config.admin.port)  # (public, admin) once bound
+        # @singleton leases of this host (local backend) and what workers report of them.
+        self.leases = LeaseTable(config.cluster.singleton_lease_s)
+        self._hostname = socket.gethostname()
+        self.singletons = SingletonBook(self._hostname)
 
     # WorkerDirectory, for the balancer
 
@@ -438,7 +444,15 @@ class Master:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
                 )
+            if msg.singletons:
+                self.singletons.observe(msg.singletons)
             self._invalidate()
+        elif isinstance(msg, control.LeaseRequest):
+            self._on_lease_request(h, msg, now)
+        elif isinstance(msg, control.LeaseRelease):
+            if self.leases.release(msg.name, self._lease_key(h), msg.token):
+                log.info("singleton %r released by worker %d pid %d", msg.name, h.slot, h.pid)
+                self.singletons.vacate(msg.name, msg.token)
         elif isinstance(msg, control.Ready):
             if h.state is not WorkerState.STARTING:
                 return
@@ -458,6 +472,38 @@ class Master:
         elif isinstance(msg, control.BootFailed):
             h.boot_error, h.boot_traceback = msg.error, msg.traceback
 
+    # Singleton leases (local backend; the rules are in worker.lease)
+
+    @staticmethod
+    def _lease_key(h: WorkerHandle) -> str:
+        return f"{h.slot}.{h.generation:x}"
+
+    def _lease_standing(self, h: WorkerHandle) -> tuple[bool, bool]:
+        serving = h.state is WorkerState.READY and h.stop_cause is None
+        leaving = h.slot in self._reload_queue or self._recycling.get(h.slot) is h
+        return serving, leaving
+
+    def _on_lease_request(self, h: WorkerHandle, msg: control.LeaseRequest, now: float) -> None:
+        holder = Holder(self._lease_key(h), self._hostname, h.slot, h.pid)
+        eligible = msg.eligible and may_acquire(
+            self._lease_standing(h), [self._lease_standing(o) for o in self.handles if o is not h]
+        )
+        decision = self.leases.request(msg.name, holder, eligible=eligible, now=now,
+                                       wall=time.time())
+        current = None
+        if decision.current is not None:
+            g = decision.current
+            current = control.LeaseView(host=g.holder.host, slot=g.holder.slot,
+                                        pid=g.holder.pid, token=g.token, since=g.since)
+        if decision.new_tenure and current is not None:
+            log.info("singleton %r granted to worker %d pid %d (token %d)",
+                     msg.name, h.slot, h.pid, current.token)
+            self.singletons.granted(msg.name, current)
+        writer = h.writer
+        if writer is not None and not writer.is_closing():
+            writer.write(control.encode(control.LeaseReply(
+                name=msg.name, seq=msg.seq, granted=decision.granted, current=current)))
+
     def _on_exit(self, h: WorkerHandle) -> None:
         returncode = h.process.poll()
         if returncode is None:
@@ -469,6 +515,10 @@ class Master:
             os.unlink(h.socket_path)
         self.handles.remove(h)
         self.balancer.forget(h.slot, h.generation)
+        for name in self.leases.forget(self._lease_key(h)):
+            log.warning("singleton %r: holder worker %d pid %d exited; lease free",
+                        name, h.slot, h.pid)
+        self.singletons.holder_exited(h.pid)
         self._psutil.pop(h.pid, None)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING

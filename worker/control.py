@@ -7,7 +7,9 @@ object tagged by ``type`` (msgspec; no pickle).  The master sends
 so secrets never show in ``ps``), then at most :class:`Drain`.  The worker
 answers :class:`Ready` or :class:`BootFailed`, then a :class:`Heartbeat` from
 its event loop every ``heartbeat_interval_s``: a blocked loop sends nothing
-and is caught by the master's timeout.
+and is caught by the master's timeout.  With the ``local`` backend, cluster
+singletons' leases travel here too (:class:`LeaseRequest` / :class:`LeaseReply`
+/ :class:`LeaseRelease`; the rules are in :mod:`worker.lease`).
 
 EOF on this socket means the other side is gone: a worker exits when it reads
 EOF, so no worker outlives its master, even a SIGKILLed one.
@@ -36,8 +38,13 @@ __all__ = [
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
+    "LeaseRelease",
+    "LeaseReply",
+    "LeaseRequest",
+    "LeaseView",
     "MessageReader",
     "Ready",
+    "SingletonReport",
     "decode",
     "encode",
 ]
@@ -74,6 +81,47 @@ class BootFailed(msgspec.Struct, tag="boot_failed", frozen=True):
     traceback: str
 
 
+class LeaseView(msgspec.Struct, frozen=True):
+    """A singleton's tenure: who holds it, its fencing token, since when (wall clock)."""
+
+    host: str
+    slot: int
+    pid: int
+    token: int
+    since: float
+
+
+class SingletonReport(msgspec.Struct, frozen=True):
+    """One singleton as a worker sees it, in each heartbeat."""
+
+    held: bool
+    current: LeaseView | None = None
+    errors: int = 0
+
+
+class LeaseRequest(msgspec.Struct, tag="lease_request", frozen=True):
+    """Worker -> master: acquire or renew the singleton lease ``name`` (local backend)."""
+
+    name: str
+    seq: int
+    # False once the worker drains: it may renew but not acquire.
+    eligible: bool = True
+
+
+class LeaseReply(msgspec.Struct, tag="lease_reply", frozen=True):
+    name: str
+    seq: int
+    granted: bool
+    current: LeaseView | None = None
+
+
+class LeaseRelease(msgspec.Struct, tag="lease_release", frozen=True):
+    """Worker -> master: the singleton's task has finished; the lease is free."""
+
+    name: str
+    token: int
+
+
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     connections: int
     handshakes_total: int
@@ -84,9 +132,12 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # Sessions per client address, for the addresses whose count changed since
     # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.
     sessions_by_ip: dict[str, int] = {}
+    singletons: dict[str, SingletonReport] = {}
 
 
-ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat
+ControlMessage = (
+    Configure | Drain | Ready | BootFailed | Heartbeat | LeaseRequest | LeaseReply | LeaseRelease
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ControlMessage)

@@ -45,6 +45,7 @@ from .libcontract import check as check_library_contract
 from .libcontract import driver_table, replace_driver_table
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
+from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
 from .sweep import drop_closed
 
 __all__ = ["WorkerRuntime", "run_worker"]
@@ -107,6 +108,8 @@ class WorkerRuntime:
         self._adopting: set[asyncio.Task[None]] = set()
         self._sessions_reported: dict[str, int] = {}
         self.client_errors: ClientErrorFilter | None = None
+        self.singletons: SingletonRunner | None = None
+        self.master_leases: MasterLeases | None = None
 
     # Wiring into python-engineio's public surface
 
@@ -230,6 +233,7 @@ class WorkerRuntime:
             guards=self.guard_counters(),
             adapter=self.adapter.status() if self.adapter else {},
             sessions_by_ip=self.session_changes(),
+            singletons=self.singletons.report() if self.singletons else {},
         )
 
     def guard_counters(self) -> dict[str, int]:
@@ -266,7 +270,11 @@ class WorkerRuntime:
             if sio.eio.sockets:  # python-engineio's disconnect() fails on none
                 await sio.eio.disconnect()
 
-        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = []
+        if self.singletons is not None:  # first: the successor starts while we drain
+            singletons = self.singletons
+            steps.append(("singletons", lambda: singletons.stop(min(timeout_s, 5.0)), timeout_s))
+        steps += [
             ("close sessions", close_sessions, min(timeout_s, 3.0)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
@@ -356,6 +364,14 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
     log.info("serving %s on %s", msg.app, msg.socket_path)
+    started_singletons = start_singletons(
+        loaded.sio, writer, backend_name=config.adapter.backend,
+        redis_url=config.adapter.redis_url, channel=config.adapter.channel,
+        lease_s=config.cluster.singleton_lease_s,
+        heartbeat_s=config.health.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
+    )
+    if started_singletons is not None:
+        runtime.singletons, runtime.master_leases = started_singletons
 
     async def read_control() -> None:
         nonlocal drain_timeout
@@ -368,6 +384,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             if isinstance(incoming, control.Drain):
                 drain_timeout = incoming.timeout_s
                 return
+            if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
+                runtime.master_leases.on_reply(incoming)
 
     tasks = [
         asyncio.create_task(read_control()),

@@ -1,6 +1,7 @@
 """``POST /emit`` end to end: a real cluster (master + 2 workers), real clients.
 
-Runs on ``local``, ``redis`` (a real redis-server) and ``none``: each target
+Runs on ``local``, ``redis`` (a real redis-server), ``amqp`` (a real
+rabbitmq-server) and ``none``: each target
 client gets the message once, the token is required off loopback, bad bodies
 get 400 with the reason, and /metrics counts emits by source.
 """
@@ -8,6 +9,7 @@ get 400 with the reason, and /metrics counts emits by source.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,13 +53,16 @@ class Recorder:
         return sid
 
 
-@pytest.fixture(scope="module", params=["local", "redis", "none"])
+@pytest.fixture(scope="module", params=["local", "redis", "amqp", "none"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Iterator[Cluster]:
     config = f'[admin]\nhost = "0.0.0.0"\ntoken = "{TOKEN}"\n'
     env = {"SIOCLUSTER_ADAPTER_BACKEND": request.param}
     if request.param == "redis":
         server = request.getfixturevalue("redis_server_factory")()
         env["SIOCLUSTER_ADAPTER_REDIS_URL"] = server.url
+    if request.param == "amqp":
+        env["SIOCLUSTER_ADAPTER_AMQP_URL"] = request.getfixturevalue("rabbitmq_server").url
+        env["SIOCLUSTER_ADAPTER_CHANNEL"] = f"sioc-http-emit-{os.getpid()}"
     tmp = tmp_path_factory.mktemp(f"emit-{request.param}")
     with start_cluster("emit_app:app", workers=2, tmp_path=tmp, config=config, env=env,
                        token=TOKEN) as c:

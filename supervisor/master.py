@@ -614,6 +614,8 @@ class Master:
                 continue
             if h.state is not WorkerState.READY or h.stop_cause is not None:
                 continue
+            if self._recycling.get(h.slot) is h:
+                continue  # its successor is already starting: count the recycle once
             if health.max_rss_mb and h.sample["rss_bytes"] > health.max_rss_mb * 1024 * 1024:
                 log.warning(
                     "worker %d pid %d RSS %.0f MB over max_rss_mb=%d",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,11 @@ import socketio
 from tests.clients import disconnect
 from tests.cluster import free_port, run_cli, start_cluster
 from tests.eio import connect_and_upgrade, handshake, ws_call
+from tests.integration.test_js_client import NODE_TIMEOUT_S, node_client
+from tests.redis_server import RedisServer, redis_server_factory
 from worker.sid import parse_sid
+
+__all__ = ["node_client", "redis_server_factory"]  # fixtures, shared
 
 # (app spec, extra flags, Engine.IO path, one of the app's own routes)
 SHAPES = [
@@ -285,3 +291,48 @@ def test_raw_sids_route_by_the_mounted_path(tmp_path: Path) -> None:
 
         asyncio.run(main())
 
+
+
+# The official JavaScript client (socket.io-client on Node, tests/js/client.mjs).
+
+JS_CLIENTS = 8
+
+
+def _node(node_client: list[str], *args: str) -> dict[str, Any]:
+    done = subprocess.run([*node_client, *args], capture_output=True, text=True,
+                          timeout=NODE_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"node failed:\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("app", "path", "mode", "adapter"), [
+    ("fastapi_wrapped:app", "/socket.io/", "handoff", "local"),
+    ("fastapi_mounted:app", "/ws/socket.io/", "handoff", "redis"),
+    ("fastapi_mounted:app", "/ws/socket.io/", "tunnel", "local"),
+])
+def test_official_js_client(tmp_path: Path, node_client: list[str], app: str, path: str,
+                            mode: str, adapter: str,
+                            redis_server_factory: Callable[[], RedisServer]) -> None:
+    args: tuple[str, ...] = ("--websocket", mode, "--adapter", adapter)
+    if adapter == "redis":
+        args += ("--redis-url", redis_server_factory().url)
+    with start_cluster(app, workers=2, tmp_path=tmp_path, args=args) as cluster:
+        pids = sorted(w["pid"] for w in cluster.ready_workers())
+        results = _node(node_client, "sessions", cluster.url, "--clients", str(JS_CLIENTS),
+                        "--path", path)
+        for js_mode, transport in (("default", "websocket"), ("polling", "polling")):
+            result = results[js_mode]
+            assert result["errors"] == [], f"{js_mode}: {result['errors']}"
+            assert result["connected"] == JS_CLIENTS, result
+            # Unicode and binary payloads, several arguments: every ack came back intact.
+            assert result["acks"] == result["acks_expected"], result
+            assert result["pids"] == pids, f"{js_mode}: sessions should spread over both"
+            assert result["transports"] == {transport: JS_CLIENTS}, result
+        shout = _node(node_client, "broadcast", cluster.url, "--clients", str(JS_CLIENTS),
+                      "--path", path)
+        assert shout["errors"] == [], shout
+        assert shout["pids"] == pids, "the listeners should be on both workers"
+        assert shout["received"] == JS_CLIENTS, shout
+        balancer = cluster.status()["balancer"]
+        assert balancer["session_unknown_400"] == 0, balancer
+        assert balancer["upstream_errors_502"] == 0, balancer

@@ -32,7 +32,7 @@ apt_install node nodejs npm
 apt_install chromium chromium
 apt_install haproxy haproxy
 
-for dir in tests/js examples/chat; do
+for dir in tests/js examples/chat examples/fastapi-chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then
     (cd "$dir" && { npm ci --no-audit --no-fund --silent || npm install --no-audit --no-fund --silent; })
   fi

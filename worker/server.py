@@ -64,12 +64,7 @@ class WorkerRuntime:
         self.handshakes_total = 0
         self.messages_total = 0
         self.guards: Guards | None = None
-        self.server: AppServer = build_server(
-            loaded,
-            TrustedProxies(config.balancer.trusted_proxies),
-            access_log=config.logging.access_log,
-            max_message_bytes=config.limits.max_message_bytes,
-        )
+        self.server: AppServer | None = None
         self.adapter: AdapterHandle | None = None
         self.stopping = asyncio.Event()
         self._stopped = False
@@ -79,12 +74,12 @@ class WorkerRuntime:
 
     # Wiring into python-engineio's public surface
 
-    def _instrument(self) -> None:
+    def _instrument(self, server: AppServer) -> None:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
         eio.generate_id = lambda: mint_sid(slot, generation)
         original = eio._async["translate_request"]
-        remote_of = self.server.remote_of
+        remote_of = server.remote_of
         # The ASGI driver's translate_request is a coroutine, aiohttp's is not.
         is_async = inspect.iscoroutinefunction(original)
 
@@ -124,7 +119,14 @@ class WorkerRuntime:
             environ["REMOTE_ADDR"] = remote
 
     async def start(self) -> None:
-        self._instrument()
+        config = self.config
+        self.server = server = build_server(
+            self.loaded,
+            TrustedProxies(config.balancer.trusted_proxies),
+            access_log=config.logging.access_log,
+            max_message_bytes=config.limits.max_message_bytes,
+        )
+        self._instrument(server)
         self.adapter = await install_adapter(
             self.loaded.sio,
             self.config,
@@ -132,14 +134,16 @@ class WorkerRuntime:
             generation=self.msg.generation,
             runtime_dir=self.msg.runtime_dir,
         )
-        await self.server.start()  # the app's own startup: a failure is a boot failure
+        await server.start()  # the app's own startup: a failure is a boot failure
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.msg.socket_path)
-        await self.server.listen(self.msg.socket_path)
+        await server.listen(self.msg.socket_path)
 
     def adopt_handoffs(self, channel: socket.socket) -> None:
         """Take client sockets the master passes (SCM_RIGHTS) into the app's server."""
         loop = asyncio.get_running_loop()
+        server = self.server
+        assert server is not None, "adopt_handoffs() after start()"
 
         def on_readable() -> None:
             while True:
@@ -159,7 +163,7 @@ class WorkerRuntime:
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
                     sock.setblocking(False)
-                    task = loop.create_task(self.server.adopt(sock, read, peer))
+                    task = loop.create_task(server.adopt(sock, read, peer))
                     self._adopting.add(task)
                     task.add_done_callback(self._adopting.discard)
 
@@ -233,7 +237,9 @@ class WorkerRuntime:
         ]
         if self.adapter is not None:
             steps.append(("adapter close", self.adapter.close, timeout_s))
-        steps.append(("server close", lambda: self.server.close(timeout_s), timeout_s + 2.0))
+        server = self.server
+        if server is not None:
+            steps.append(("server close", lambda: server.close(timeout_s), timeout_s + 2.0))
         for name, step, limit in steps:
             started = time.monotonic()
             try:

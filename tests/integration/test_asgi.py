@@ -12,6 +12,7 @@ import json
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,31 @@ def test_official_js_client(tmp_path: Path, node_client: list[str], app: str, pa
         balancer = cluster.status()["balancer"]
         assert balancer["session_unknown_400"] == 0, balancer
         assert balancer["upstream_errors_502"] == 0, balancer
+
+
+def test_counters_metrics_and_malformed_input(tmp_path: Path) -> None:
+    """Heartbeat counters, /metrics and the log filter work the same for ASGI apps."""
+    with start_cluster("fastapi_wrapped:app", workers=2, tmp_path=tmp_path) as cluster:
+
+        async def main() -> None:
+            async with aiohttp.ClientSession() as http:
+                _sid, ws = await connect_and_upgrade(http, cluster.url)
+                for i in range(5):
+                    assert await ws_call(ws, "echo", i, ack_id=i + 1) == i
+                for garbage in ('42["echo", {broken', '42{"not": "a list"', "42[]"):
+                    await ws.send_str(garbage)
+                await asyncio.sleep(0.3)
+                await ws.close()
+
+        asyncio.run(main())
+        time.sleep(1.5)  # a heartbeat carries the counters
+        workers = cluster.status()["workers"]
+        assert sum(w["guards"].get("malformed_input", 0) for w in workers) > 0, workers
+        with urllib.request.urlopen(cluster.admin_url + "/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        received = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("siocluster_messages_received_total{")]
+        assert sum(received) >= 5, metrics
+        log = cluster.log()
+        assert "malformed input from a client" in log, log
+        assert "Traceback" not in log, log

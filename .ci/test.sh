@@ -2,7 +2,7 @@
 # Set up and run the whole test suite on a fresh machine:
 #   bash .ci/test.sh [pytest args]
 # Creates .venv, installs siocluster with its test extra, installs redis-server
-# (apt) and the Node test client (npm) when missing, then runs ruff, mypy and pytest.
+# (apt) and the Node test client (npm) when missing, then runs ruff, mypy, import-linter and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,4 +40,5 @@ done
 
 .venv/bin/ruff check supervisor balancer worker tests bench examples
 .venv/bin/mypy --strict
+.venv/bin/lint-imports  # supervisor -> worker -> balancer (pyproject [tool.importlinter])
 exec .venv/bin/python -m pytest "$@"

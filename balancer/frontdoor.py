@@ -25,8 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from supervisor.config import BalancerConfig, LimitsConfig
-
+from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .forwarding import TrustedProxies
 from .handoff import encode_handoff
@@ -105,6 +104,7 @@ class FrontDoor:
         self._triage: set[asyncio.Task[None]] = set()
         self._trusted = TrustedProxies(config.trusted_proxies)
         self._sockopts = keepalive_options(limits.tcp_keepalive_s)
+        self.port = config.port
 
     def bind(self) -> None:
         infos = socket.getaddrinfo(
@@ -121,6 +121,7 @@ class FrontDoor:
             raise
         sock.setblocking(False)
         self._listener = sock
+        self.port = int(sock.getsockname()[1])  # the one bound, when the config says 0
 
     def start(self) -> None:
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())

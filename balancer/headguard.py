@@ -18,8 +18,18 @@ closed.
 It also answers a client that half-closes (sends FIN) after a whole request:
 aiohttp closes the transport on EOF, so the answer would be lost.  When the
 framing says every request has fully arrived, the protocol keeps its write
-side open and asks aiohttp to close once the requests in flight are answered.
-Mid-head, mid-body or after an upgrade, EOF still closes at once.
+side open and has aiohttp finish the way its own server shuts a connection
+down: ``close()`` (take no new request; wake the idle wait for one), then
+``shutdown(drain_s)`` (wait up to :data:`HALF_CLOSE_DRAIN_S` for a request in
+flight to be answered, then close the transport).  A FIN cannot tell a
+half-close from a client that is gone; the bound keeps the second from
+holding a descriptor for a whole long-poll (nginx drops both at once, 499).
+Whether a request is in flight or not, the connection ends: the common case
+is every client that closes a kept-alive connection between requests.
+(``close()`` alone is *not* enough: on an idle connection it cancels the
+wait for the next request and leaves the transport open for ever, in
+CLOSE-WAIT; ``shutdown()`` alone waits for a next request that never
+comes.)  Mid-head, mid-body or after an upgrade, EOF still closes at once.
 """
 
 from __future__ import annotations
@@ -28,7 +38,10 @@ import asyncio
 import enum
 from typing import Any
 
-__all__ = ["RESPONSE_408", "GuardedProtocol", "HeadTracker", "Phase"]
+__all__ = ["HALF_CLOSE_DRAIN_S", "RESPONSE_408", "GuardedProtocol", "HeadTracker", "Phase"]
+
+# How long a request in flight when its client sent FIN may take to be answered.
+HALF_CLOSE_DRAIN_S = 5.0
 
 
 class Phase(enum.Enum):
@@ -154,14 +167,18 @@ class HeadTracker:
 class GuardedProtocol(asyncio.Protocol):
     """Passes everything to aiohttp's protocol, and times the heads it sees."""
 
-    def __init__(self, inner: Any, timeout_s: float, on_timeout: Any) -> None:
-        """``timeout_s`` 0: heads are not timed (half-closes are still answered)."""
+    def __init__(self, inner: Any, timeout_s: float, on_timeout: Any,
+                 drain_s: float = HALF_CLOSE_DRAIN_S) -> None:
+        """``timeout_s`` 0: heads are not timed (half-closes are still answered).
+        ``drain_s``: how long a request in flight at a half-close may take to answer."""
         self._inner = inner
         self._timeout_s = timeout_s
         self._on_timeout = on_timeout
+        self._drain_s = drain_s
         self._tracker = HeadTracker()
         self._timer: asyncio.TimerHandle | None = None
         self._transport: Any = None
+        self._closing: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # uvloop's transports are not asyncio.Transport subclasses
@@ -187,7 +204,11 @@ class GuardedProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._tracker.phase is Phase.IDLE:
-            self._inner.close()  # aiohttp: answer what arrived, then close
+            # Every request has arrived: answer them, then close (see the docstring).
+            if self._closing is None:
+                loop = asyncio.get_running_loop()
+                self._inner.close()
+                self._closing = loop.create_task(self._inner.shutdown(self._drain_s))
             return True
         result: bool | None = self._inner.eof_received()
         return result

@@ -27,8 +27,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from supervisor.config import BalancerConfig, LimitsConfig
-
+from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .exceptions import UpstreamError
 from .forwarding import TrustedProxies, forwarded, request_head, resolve_client
@@ -37,7 +36,7 @@ from .ratelimit import KeyedLimiter, retry_after_header
 from .routing import Forward, Reject, extract_sid, route
 from .sessions import SessionLedger
 from .tunnel import tunnel_upgrade
-from .upstream import UpstreamPool
+from .upstream import IDLE_S, UpstreamPool
 
 __all__ = ["Balancer", "BalancerStats"]
 
@@ -208,6 +207,12 @@ class Balancer:
         for s in sessions:
             await s.close()
 
+    def reap_idle(self) -> None:
+        """Close pooled worker connections idle longer than :data:`upstream.IDLE_S`."""
+        now = time.monotonic()
+        for pool in self._pools.values():
+            pool.reap(now)
+
     def forget(self, slot: int, generation: int) -> None:
         """Drop the pools of a worker that is gone."""
         self.sessions.forget((slot, generation))
@@ -223,7 +228,7 @@ class Balancer:
         if session is not None:
             return session
         connector = aiohttp.UnixConnector(
-            path=self.directory.socket_path(slot, generation), limit=0, keepalive_timeout=60.0
+            path=self.directory.socket_path(slot, generation), limit=0, keepalive_timeout=IDLE_S
         )
         session = aiohttp.ClientSession(
             connector=connector,

@@ -1,7 +1,7 @@
 """Token buckets keyed by client address.  Pure: the caller passes the time.
 
-The buckets are :class:`worker.ratelimit.TokenBucket`, the same as the
-workers' per-socket limit: ``burst`` tokens, refilled at ``rate`` per second.
+:class:`TokenBucket` is shared with the workers' per-socket event limit
+(:mod:`worker.ratelimit`): ``burst`` tokens, refilled at ``rate`` per second.
 Memory is bounded: past ``max_keys`` the buckets that are full again (idle long enough
 to have refilled, so forgetting them changes nothing) are dropped, oldest
 first, and if all are busy the oldest is dropped anyway.
@@ -10,10 +10,39 @@ first, and if all are busy the oldest is dropped anyway.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
-from worker.ratelimit import TokenBucket
+__all__ = ["KeyedLimiter", "TokenBucket", "retry_after_header"]
 
-__all__ = ["KeyedLimiter", "retry_after_header"]
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst``; starts full."""
+
+    rate: float
+    burst: float
+    tokens: float = field(default=-1.0)
+    updated: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0:
+            raise ValueError(f"rate must be positive, got {self.rate}")
+        if self.burst < 1:
+            raise ValueError(f"burst must be at least 1, got {self.burst}")
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if there are that many; say whether it did."""
+        elapsed = now - self.updated
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+        # A clock that goes backwards (it shouldn't: monotonic) refills nothing.
+        self.updated = max(self.updated, now)
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
 
 
 class KeyedLimiter:

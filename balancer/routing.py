@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.sid import parse_sid
+from .sid import parse_sid
 
 __all__ = [
     "NO_WORKER",

@@ -26,10 +26,14 @@ from dataclasses import dataclass
 
 from .exceptions import UpstreamError
 
-__all__ = ["UpstreamPool", "UpstreamResponse"]
+__all__ = ["IDLE_S", "UpstreamPool", "UpstreamResponse"]
 
 _MAX_HEAD = 64 * 1024
-_IDLE_S = 30.0  # aiohttp's server closes idle keep-alive connections after 75 s
+# Idle pooled connections are closed after this long.  Under load they are
+# reused within milliseconds; after a burst, the pool shrinks back (each one is
+# a descriptor in the master and in a worker), well before aiohttp's server in
+# the worker would close them (75 s).
+IDLE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -105,11 +109,18 @@ class UpstreamPool:
             raise UpstreamError(f"cannot connect to {self.path}: {exc!r}") from None
         return _Conn(reader, writer, 0.0)
 
+    def reap(self, now: float) -> None:
+        """Close connections idle too long, oldest first (the worker closes its
+        side after its keep-alive timeout; ours must not linger after that)."""
+        while self._idle and now - self._idle[0].idle_since > IDLE_S:
+            self._idle.popleft().writer.close()
+
     def _take_idle(self) -> _Conn | None:
         now = time.monotonic()
+        self.reap(now)
         while self._idle:
             conn = self._idle.pop()  # most recently used first: warm and surely open
-            if conn.reader.at_eof() or conn.writer.is_closing() or now - conn.idle_since > _IDLE_S:
+            if conn.reader.at_eof() or conn.writer.is_closing() or now - conn.idle_since > IDLE_S:
                 conn.writer.close()
                 continue
             return conn
@@ -125,7 +136,10 @@ class UpstreamPool:
         except _StaleConnection:
             if not reused:
                 raise UpstreamError("worker closed the connection") from None
+        try:
             return await self._exchange(await self._connect(), head, body)
+        except _StaleConnection:  # a fresh connection reset too: the worker is gone
+            raise UpstreamError("worker closed the connection") from None
 
     async def _exchange(self, conn: _Conn, head: bytes, body: bytes) -> UpstreamResponse:
         ok = False
@@ -159,6 +173,7 @@ class UpstreamPool:
             if ok and not self._closed:
                 conn.idle_since = time.monotonic()
                 self._idle.append(conn)
+                self.reap(conn.idle_since)
             else:
                 conn.writer.close()
 

@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fanout-clients", type=int, default=None)
     parser.add_argument("--idle-connections", type=int, default=None)
     parser.add_argument("--storm-sessions", type=int, default=None)
+    parser.add_argument("--soak", action="store_true",
+                        help="instead of the workloads: session churn, checking that fds and "
+                             "RSS of the master and workers stay flat (bench/soak.py)")
+    parser.add_argument("--soak-sessions", type=int, default=100_000)
+    parser.add_argument("--soak-rounds", type=int, default=20)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                         help="directory of the JSON results and server logs")
     return parser
@@ -86,6 +91,10 @@ def _run_all(lab: Lab, names: list[str]) -> tuple[list[Section], bool]:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.soak:
+        from .soak import soak
+
+        sys.exit(soak(args.soak_sessions, args.soak_rounds, out=args.out))
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(WORKLOADS)
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:

@@ -27,7 +27,8 @@ from prometheus_client.registry import Collector
 
 from balancer.proxy import LATENCY_BUCKETS_S
 
-from .commands import Command
+from .commands import Reload, Scale, Stop
+from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
 from .state import WorkerState
 
@@ -38,7 +39,8 @@ __all__ = ["evaluate_health", "make_admin_app", "status_document"]
 
 
 def evaluate_health(
-    handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int
+    handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int,
+    fds: Iterable[FdUsage] = (),
 ) -> tuple[int, dict[str, Any]]:
     """Pure: the /health status code and body."""
     ready = sum(1 for h in handles if h.state is WorkerState.READY)
@@ -54,6 +56,7 @@ def evaluate_health(
         state = h.adapter.get("state")
         if h.state is WorkerState.READY and state not in (None, "connected", "disabled"):
             reasons.append(f"worker {h.slot} adapter {state}")
+    reasons += fd_pressure(fds)
     if ready == 0:
         return 503, {"status": "unavailable", "ready": 0, "desired": desired,
                      "reasons": reasons or ["no worker is ready"]}
@@ -79,6 +82,7 @@ def _worker_entry(h: WorkerHandle, record: SlotRecord, now: float) -> dict[str, 
         "rss_bytes": h.sample.get("rss_bytes"),
         "cpu_percent": h.sample.get("cpu_percent"),
         "fds": h.sample.get("fds"),
+        "fd_limit": h.sample.get("fd_limit"),
         "threads": h.sample.get("threads"),
         "guards": h.guards,
     }
@@ -100,13 +104,15 @@ def status_document(master: Master) -> dict[str, Any]:
                 "started_at": None, "connections": 0, "heartbeat_age_s": None,
                 "reason": record.failure_reason,
             })
-    _code, health = evaluate_health(master.handles, master.slots.values(), master.desired)
+    _code, health = evaluate_health(master.handles, master.slots.values(), master.desired,
+                                    master.fd_usage())
     adapters = [
         {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
     ]
     return {
         "app": master.app,
         "runtime_dir": master.runtime_dir,
+        "listen": {"port": master.ports[0], "admin_port": master.ports[1]},
         "master": {**master.master_sample(), "started_at": round(master.started_at, 3),
                    "uptime_s": round(time.time() - master.started_at, 1),
                    "workers_desired": master.desired},
@@ -115,6 +121,7 @@ def status_document(master: Master) -> dict[str, Any]:
         "balancer": master.balancer.status(),
         "adapter": {"backend": master.config.adapter.backend, "workers": adapters},
         "restarts_by_cause": dict(master.restart_causes),
+        "singletons": master.singletons.status(time.time()),
     }
 
 
@@ -144,6 +151,20 @@ class _MasterCollector(Collector):
         for h in m.handles:
             conns.add_metric([str(h.slot)], h.connections)
         yield conns
+        open_fds = GaugeMetricFamily(
+            "siocluster_open_fds", "Open file descriptors", labels=["role", "slot"]
+        )
+        max_fds = GaugeMetricFamily(
+            "siocluster_max_fds", "Open file descriptor limit (soft RLIMIT_NOFILE)",
+            labels=["role", "slot"],
+        )
+        for usage in m.fd_usage():
+            role, _, slot = usage.who.partition(" ")
+            open_fds.add_metric([role, slot], usage.fds)
+            if usage.limit:
+                max_fds.add_metric([role, slot], usage.limit)
+        yield open_fds
+        yield max_fds
         stats = m.balancer.stats
         for name, doc, value in (
             ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
@@ -211,6 +232,22 @@ class _MasterCollector(Collector):
         yield messages
         yield guards
         yield from adapter.values()
+        yield from _singleton_metrics(m)
+
+
+def _singleton_metrics(m: Master) -> Iterable[Metric]:
+    handovers = CounterMetricFamily(
+        "siocluster_singleton_handovers", "@singleton leases that moved to a new tenure",
+        labels=["name"],
+    )
+    held = GaugeMetricFamily(
+        "siocluster_singleton_held", "1 while a @singleton's holder is known", labels=["name"]
+    )
+    for name, view in sorted(m.singletons.current.items()):
+        handovers.add_metric([name], m.singletons.handovers.get(name, 0))
+        held.add_metric([name], 0 if view is None else 1)
+    yield handovers
+    yield held
 
 
 def make_admin_app(master: Master) -> web.Application:
@@ -235,7 +272,8 @@ def make_admin_app(master: Master) -> web.Application:
         return response
 
     async def health(_request: web.Request) -> web.Response:
-        code, body = evaluate_health(master.handles, master.slots.values(), master.desired)
+        code, body = evaluate_health(master.handles, master.slots.values(), master.desired,
+                                     master.fd_usage())
         return web.json_response(body, status=code)
 
     async def status(_request: web.Request) -> web.Response:
@@ -247,11 +285,11 @@ def make_admin_app(master: Master) -> web.Application:
         )
 
     async def reload(_request: web.Request) -> web.Response:
-        master.commands.put_nowait(Command("reload"))
+        master.commands.put_nowait(Reload())
         return web.json_response({"ok": True, "action": "reload"}, status=202)
 
     async def stop(_request: web.Request) -> web.Response:
-        master.commands.put_nowait(Command("stop"))
+        master.commands.put_nowait(Stop())
         return web.json_response({"ok": True, "action": "stop"}, status=202)
 
     async def scale(request: web.Request) -> web.Response:
@@ -264,7 +302,7 @@ def make_admin_app(master: Master) -> web.Application:
             return web.json_response(
                 {"error": 'body must be {"workers": N} with 1 <= N <= 256'}, status=400
             )
-        master.commands.put_nowait(Command("scale", workers))
+        master.commands.put_nowait(Scale(workers))
         return web.json_response({"ok": True, "action": "scale", "workers": workers}, status=202)
 
     app = web.Application(middlewares=[auth])

@@ -155,6 +155,13 @@ def render_status(doc: dict[str, Any]) -> str:
             f"{'-' if cpu is None else f'{cpu:.0f}':>5} "
             f"{'-' if age is None else f'{age:.1f}':>6}  {w.get('last_exit') or ''}"
         )
+    for single in doc.get("singletons", []):
+        holder = single["holder"]
+        where = (f"{holder['host']} slot {holder['slot']} pid {holder['pid']}, "
+                 f"held {single['held_for_s']:.1f}s" if holder else "no holder")
+        errors = f", {single['errors']} errors" if single.get("errors") else ""
+        lines.append(f"singleton {single['name']}: {where} "
+                     f"({single['handovers']} handovers{errors})")
     b = doc["balancer"]
     lines.append(
         f"balancer: {b['requests']} requests, {b['handshakes']} handshakes, "
@@ -178,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
             f"admin.host = {config.admin.host!r} is not loopback: set [admin] token "
             "(or SIOCLUSTER_ADMIN_TOKEN) so the admin endpoint is not open"
         )
-    from .logs import configure_logging
+    from worker.logs import configure_logging
+
     from .master import Master
 
     configure_logging(config.logging.level, config.logging.format, role="master")

@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from balancer.config import BalancerConfig, LimitsConfig
+
 from .exceptions import ConfigError
 
 __all__ = [
@@ -60,22 +62,8 @@ class ClusterConfig:
     graceful_timeout_s: float = 30.0
     # Pin worker N to core N % cpu_count.
     pin_cpus: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BalancerConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # "handoff": pass upgraded sockets to the worker; "tunnel": relay bytes in the master.
-    websocket: Literal["tunnel", "handoff"] = "handoff"
-    # Must exceed the app's ping_interval + ping_timeout (a long-poll waits that long).
-    upstream_timeout_s: float = 120.0
-    # Seconds a connection to a worker may take to open.
-    connect_timeout_s: float = 5.0
-    # Addresses whose X-Forwarded-For is trusted; empty trusts none.
-    trusted_proxies: tuple[str, ...] = ()
-    # Every connection must open with a PROXY protocol v1/v2 header.
-    proxy_protocol: bool = False
+    # @singleton leases: a dead or hung holder is replaced within this (plus a heartbeat).
+    singleton_lease_s: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,23 +100,6 @@ class HealthConfig:
     fail_max_restarts: int = 10
     # "stop": a worker that cannot import the app stops the cluster.
     on_boot_failure: Literal["stop", "retry"] = "stop"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    max_message_bytes: int = 1_000_000
-    max_header_bytes: int = 16_384
-    max_header_count: int = 100
-    header_timeout_s: float = 10.0
-    # Idle between requests on a kept-alive connection, or within a request body.
-    idle_timeout_s: float = 75.0
-    # Kernel keepalive probes after this long idle find peers that vanished.
-    tcp_keepalive_s: float = 60.0
-    handshake_rate_per_ip: float = 0.0
-    max_sessions_per_ip: int = 0
-    # Per-socket event rate (token bucket, burst = 2x rate) and what happens past it.
-    event_rate_per_socket: float = 0.0
-    event_rate_action: Literal["drop", "disconnect"] = "drop"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -271,6 +242,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             kwargs[key] = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
         sections[section_name] = section_type(**kwargs)
     config = Config(**sections)
+    if config.cluster.singleton_lease_s <= 0:
+        raise ConfigError(f"{source}: cluster.singleton_lease_s must be more than 0")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
     for entry in config.balancer.trusted_proxies:
@@ -289,6 +262,8 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
 # restart on a reload, take everything else.
 _RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
     "balancer": None,  # every key
+    # The master grants leases by it; old and new workers must agree during a roll.
+    "cluster": ("singleton_lease_s",),
     "admin": None,
     "limits": ("max_message_bytes", "max_header_bytes", "max_header_count", "header_timeout_s",
                "idle_timeout_s", "tcp_keepalive_s", "handshake_rate_per_ip",

@@ -83,7 +83,8 @@ class WorkerHandle:
 @dataclass
 class SlotRecord:
     slot: int
-    # BACKOFF or FAILED while the slot has no process; None otherwise.
+    # DEAD, BACKOFF or FAILED while the slot has no process; None otherwise.
+    # Changed only by park() and unpark(), through the transition table.
     parked: WorkerState | None = None
     restart_at_mono: float | None = None
     restarts: int = 0
@@ -91,3 +92,19 @@ class SlotRecord:
     last_exit: str | None = None
     failure_reason: str | None = None
     ever_ready: bool = False
+
+    def park(self, state: WorkerState, *, restart_at: float | None = None,
+             reason: str | None = None) -> None:
+        """The slot's process exited: it waits as DEAD (restart soon), BACKOFF or FAILED."""
+        current = self.parked or WorkerState.DEAD
+        if state is not current:
+            check_transition(current, state)
+        log.debug("slot %d: %s -> %s", self.slot, current, state)
+        self.parked, self.restart_at_mono, self.failure_reason = state, restart_at, reason
+
+    def unpark(self) -> None:
+        """A process starts in the slot (a restart, or an operator's reload of a failed one)."""
+        if self.parked is not None:
+            check_transition(self.parked, WorkerState.STARTING)
+            log.debug("slot %d: %s -> starting", self.slot, self.parked)
+        self.parked, self.restart_at_mono = None, None

@@ -27,8 +27,8 @@ import contextlib
 import logging
 import os
 import random
+import resource
 import shutil
-import signal
 import socket
 import tempfile
 import time
@@ -42,14 +42,32 @@ from balancer.frontdoor import FrontDoor
 from balancer.proxy import Balancer
 from balancer.routing import WorkerView
 from worker import control
+from worker.lease import Holder, LeaseTable
 
 from .admin import make_admin_app
-from .commands import Command
+from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
 from .config import Config, config_to_dict, keep_restart_only
 from .exceptions import ConfigError, Halt
+from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
+from .plan import (
+    DropSlot,
+    FinishRecycle,
+    Kill,
+    PlanAction,
+    PopReload,
+    Recycle,
+    Retire,
+    SlotFacts,
+    Spawn,
+    StopHard,
+    Timeouts,
+    WorkerFacts,
+    plan,
+)
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
+from .singletons import SingletonBook, may_acquire
 from .state import WorkerState
 
 __all__ = ["Master"]
@@ -61,6 +79,11 @@ _SAMPLE_EVERY_S = 2.0
 _NO_IDLE_LIMIT_S = 365 * 86400.0
 # Exits we asked for: the slot is not restarted for them.
 _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
+
+
+def _soft_limit(value: int) -> int:
+    """0 for an unlimited soft limit (nothing to warn against)."""
+    return 0 if value == resource.RLIM_INFINITY or value < 0 else value
 
 
 class Master:
@@ -96,6 +119,11 @@ class Master:
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
         self.restart_causes: dict[str, int] = {}
+        self.ports = (config.balancer.port, config.admin.port)  # (public, admin) once bound
+        # @singleton leases of this host (local backend) and what workers report of them.
+        self.leases = LeaseTable(config.cluster.singleton_lease_s)
+        self._hostname = socket.gethostname()
+        self.singletons = SingletonBook(self._hostname)
 
     # WorkerDirectory, for the balancer
 
@@ -140,6 +168,8 @@ class Master:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        before, now, hard = raise_nofile_limit()
+        log.info("open files limit: soft %d -> %d (hard %d)", before, now, hard)
         self.runtime_dir = self.config.cluster.runtime_dir or tempfile.mkdtemp(
             prefix="siocluster-"
         )
@@ -150,18 +180,12 @@ class Master:
         except OSError as exc:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
             raise Halt(1, f"cannot listen: {exc.strerror or exc}") from None
-        for signum, command in (
-            (signal.SIGTERM, Command("stop")),
-            (signal.SIGINT, Command("stop")),
-            (signal.SIGHUP, Command("reload")),
-        ):
+        for signum, command in SIGNALS.items():
             loop.add_signal_handler(signum, self.commands.put_nowait, command)
-        loop.add_signal_handler(signal.SIGTTIN, self._scale_by, 1)
-        loop.add_signal_handler(signal.SIGTTOU, self._scale_by, -1)
         b, a = self.config.balancer, self.config.admin
         log.info(
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
-            self.app, self.desired, b.host, b.port, a.host, a.port,
+            self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
         try:
             await self._main_loop()
@@ -197,9 +221,9 @@ class Master:
         )
         await self._admin_runner.setup()
         await web.TCPSite(self._admin_runner, a.host, a.port, reuse_address=True).start()
-
-    def _scale_by(self, delta: int) -> None:
-        self.commands.put_nowait(Command("scale", max(1, self.desired + delta)))
+        # The ports actually bound (a config may say 0: "any free port").
+        admin_address = self._admin_runner.addresses[0]
+        self.ports = (self._front_door.port, int(admin_address[1]))
 
     async def _main_loop(self) -> None:
         last_sample = 0.0
@@ -215,17 +239,21 @@ class Master:
             if now - last_sample >= _SAMPLE_EVERY_S:
                 last_sample = now
                 self._sample(now)
+                self.balancer.reap_idle()
 
     def _apply(self, command: Command) -> bool:
         """Apply one command; True means stop."""
-        if command.name == "stop":
-            log.info("stopping (graceful, up to %.0fs)", self.config.cluster.graceful_timeout_s)
-            return True
-        if command.name == "scale":
-            log.info("scaling from %d to %d workers", self.desired, command.workers)
-            self.desired = command.workers
-        elif command.name == "reload":
-            self._start_reload()
+        match command:
+            case Stop():
+                log.info("stopping (graceful, up to %.0fs)",
+                         self.config.cluster.graceful_timeout_s)
+                return True
+            case Scale() | ScaleBy():
+                workers = scaled(self.desired, command)
+                log.info("scaling from %d to %d workers", self.desired, workers)
+                self.desired = workers
+            case Reload():
+                self._start_reload()
         return False
 
     def _start_reload(self) -> None:
@@ -246,7 +274,8 @@ class Master:
             self.config = new
         for record in self.slots.values():
             if record.parked is WorkerState.FAILED:
-                record.parked, record.restart_times = None, []
+                record.unpark()
+                record.restart_times = []
         self._reload_queue = sorted(
             {h.slot for h in self.handles if h.stop_cause is None and h.slot < self.desired}
         )
@@ -264,54 +293,54 @@ class Master:
         return [h for h in self.handles if h.slot == slot and h.stop_cause is None]
 
     def _reconcile(self, now: float) -> None:
+        """Decide (:func:`supervisor.plan.plan`, pure), then act."""
         health = self.config.health
-        for slot in range(self.desired):
-            record = self._slot(slot)
-            if self._active(slot) or record.parked is WorkerState.FAILED:
-                continue
-            if record.restart_at_mono is None or now >= record.restart_at_mono:
-                if record.restart_at_mono is not None:
+        actions = plan(
+            now,
+            self.desired,
+            {s: SlotFacts(s, r.parked, r.restart_at_mono) for s, r in self.slots.items()},
+            [self._facts(h) for h in self.handles],
+            reload_queue=self._reload_queue,
+            recycling={s: (h.slot, h.generation) for s, h in self._recycling.items()},
+            timeouts=Timeouts(self.config.cluster.boot_timeout_s, health.heartbeat_timeout_s),
+        )
+        for action in actions:
+            self._execute(action, now)
+
+    @staticmethod
+    def _facts(h: WorkerHandle) -> WorkerFacts:
+        return WorkerFacts(h.slot, h.generation, h.state, h.stop_cause, h.started_mono,
+                           h.last_heartbeat_mono, h.kill_at_mono)
+
+    def _handle(self, key: tuple[int, int]) -> WorkerHandle:
+        return next(h for h in self.handles if (h.slot, h.generation) == key)
+
+    def _execute(self, action: PlanAction, now: float) -> None:
+        match action:
+            case Spawn(slot, restart):
+                record = self._slot(slot)
+                if restart:
                     record.restarts += 1
                     record.restart_times.append(now)
-                record.parked, record.restart_at_mono = None, None
+                record.unpark()
                 self._spawn(slot)
-        for slot in [s for s in self.slots if s >= self.desired]:
-            for h in self._active(slot):
-                self._retire(h, ExitCause.SCALE)
-            if not any(h.slot == slot for h in self.handles):
+            case Retire(key, cause):
+                self._retire(self._handle(key), cause)
+            case DropSlot(slot):
                 del self.slots[slot]
-
-        if self._reload_queue and not self._recycling:
-            slot = self._reload_queue.pop(0)
-            for h in self._active(slot):
-                self._recycle(h, ExitCause.RELOAD)
-        for slot, old in list(self._recycling.items()):
-            successors = [h for h in self._active(slot) if h is not old]
-            if old.stop_cause is not None or old not in self.handles:
+            case PopReload(slot):
+                self._reload_queue.remove(slot)
+            case Recycle(key, cause):
+                self._recycle(self._handle(key), cause)
+            case FinishRecycle(slot):
                 del self._recycling[slot]
-            elif any(h.state is WorkerState.READY for h in successors):
-                del self._recycling[slot]
-                self._retire(old, ExitCause.RELOAD)
-            elif not successors:
-                del self._recycling[slot]  # the successor died; policy handles the slot
-
-        for h in self.handles:
-            if h.kill_at_mono is not None and now >= h.kill_at_mono:
+            case Kill(key):
+                h = self._handle(key)
                 log.warning("worker %d pid %d did not stop in time; SIGKILL", h.slot, h.pid)
                 h.process.kill()
                 h.kill_at_mono = None
-                continue
-            if h.stop_cause is not None:
-                continue
-            booting_for = now - h.started_mono
-            if h.state is WorkerState.STARTING and booting_for > self.config.cluster.boot_timeout_s:
-                self._stop_hard(h, ExitCause.BOOT_TIMEOUT, "not ready within boot_timeout_s")
-            elif h.state is WorkerState.READY:
-                age = h.heartbeat_age(now)
-                if age is not None and age > health.heartbeat_timeout_s:
-                    self._stop_hard(
-                        h, ExitCause.HEARTBEAT, f"no heartbeat for {age:.1f}s (event loop blocked?)"
-                    )
+            case StopHard(key, cause, why):
+                self._stop_hard(self._handle(key), cause, why)
 
     def _spawn(self, slot: int) -> WorkerHandle:
         self._generation += 1
@@ -389,9 +418,10 @@ class Master:
                 )
             )
         )
+        messages = control.MessageReader(reader)
         try:
             while True:
-                msg = await control.read_message(reader)
+                msg = await messages.next()
                 if msg is None:
                     return
                 self._on_message(h, msg)
@@ -414,7 +444,15 @@ class Master:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
                 )
+            if msg.singletons:
+                self.singletons.observe(msg.singletons)
             self._invalidate()
+        elif isinstance(msg, control.LeaseRequest):
+            self._on_lease_request(h, msg, now)
+        elif isinstance(msg, control.LeaseRelease):
+            if self.leases.release(msg.name, self._lease_key(h), msg.token):
+                log.info("singleton %r released by worker %d pid %d", msg.name, h.slot, h.pid)
+                self.singletons.vacate(msg.name, msg.token)
         elif isinstance(msg, control.Ready):
             if h.state is not WorkerState.STARTING:
                 return
@@ -434,6 +472,38 @@ class Master:
         elif isinstance(msg, control.BootFailed):
             h.boot_error, h.boot_traceback = msg.error, msg.traceback
 
+    # Singleton leases (local backend; the rules are in worker.lease)
+
+    @staticmethod
+    def _lease_key(h: WorkerHandle) -> str:
+        return f"{h.slot}.{h.generation:x}"
+
+    def _lease_standing(self, h: WorkerHandle) -> tuple[bool, bool]:
+        serving = h.state is WorkerState.READY and h.stop_cause is None
+        leaving = h.slot in self._reload_queue or self._recycling.get(h.slot) is h
+        return serving, leaving
+
+    def _on_lease_request(self, h: WorkerHandle, msg: control.LeaseRequest, now: float) -> None:
+        holder = Holder(self._lease_key(h), self._hostname, h.slot, h.pid)
+        eligible = msg.eligible and may_acquire(
+            self._lease_standing(h), [self._lease_standing(o) for o in self.handles if o is not h]
+        )
+        decision = self.leases.request(msg.name, holder, eligible=eligible, now=now,
+                                       wall=time.time())
+        current = None
+        if decision.current is not None:
+            g = decision.current
+            current = control.LeaseView(host=g.holder.host, slot=g.holder.slot,
+                                        pid=g.holder.pid, token=g.token, since=g.since)
+        if decision.new_tenure and current is not None:
+            log.info("singleton %r granted to worker %d pid %d (token %d)",
+                     msg.name, h.slot, h.pid, current.token)
+            self.singletons.granted(msg.name, current)
+        writer = h.writer
+        if writer is not None and not writer.is_closing():
+            writer.write(control.encode(control.LeaseReply(
+                name=msg.name, seq=msg.seq, granted=decision.granted, current=current)))
+
     def _on_exit(self, h: WorkerHandle) -> None:
         returncode = h.process.poll()
         if returncode is None:
@@ -445,6 +515,10 @@ class Master:
             os.unlink(h.socket_path)
         self.handles.remove(h)
         self.balancer.forget(h.slot, h.generation)
+        for name in self.leases.forget(self._lease_key(h)):
+            log.warning("singleton %r: holder worker %d pid %d exited; lease free",
+                        name, h.slot, h.pid)
+        self.singletons.holder_exited(h.pid)
         self._psutil.pop(h.pid, None)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING
@@ -470,22 +544,20 @@ class Master:
         if decision.action is Action.HALT:
             detail = (h.boot_traceback or "").rstrip()
             self.halt = Halt(control.BOOT_FAILED_EXIT, f"{h.boot_error}\n{detail}".rstrip())
-            self.commands.put_nowait(Command("stop"))
+            self.commands.put_nowait(Stop())
             return
         if self._active(h.slot):
             log.warning("worker %d pid %d %s", h.slot, h.pid, text)
             return  # a successor already runs in the slot
         if decision.action is Action.FAIL:
-            record.parked, record.failure_reason = WorkerState.FAILED, decision.reason
+            record.park(WorkerState.FAILED, reason=decision.reason)
             log.error("worker %d pid %d %s; %s", h.slot, h.pid, text, decision.reason)
             if h.boot_traceback:
                 log.error("worker %d traceback:\n%s", h.slot, h.boot_traceback.rstrip())
             return
-        record.parked = (
-            WorkerState.BACKOFF if decision.action is Action.BACKOFF else WorkerState.DEAD
-        )
-        record.failure_reason = decision.reason if decision.action is Action.BACKOFF else None
-        record.restart_at_mono = now + decision.delay_s
+        backoff = decision.action is Action.BACKOFF
+        record.park(WorkerState.BACKOFF if backoff else WorkerState.DEAD,
+                    restart_at=now + decision.delay_s, reason=decision.reason if backoff else None)
         log.warning(
             "worker %d pid %d %s; restarting in %.1fs%s",
             h.slot, h.pid, text, decision.delay_s,
@@ -510,6 +582,7 @@ class Master:
                         "rss_bytes": proc.memory_info().rss,
                         "cpu_percent": proc.cpu_percent(None),
                         "fds": proc.num_fds(),
+                        "fd_limit": _soft_limit(proc.rlimit(psutil.RLIMIT_NOFILE)[0]),
                         "threads": proc.num_threads(),
                     }
             except psutil.Error:
@@ -540,8 +613,18 @@ class Master:
                 "rss_bytes": proc.memory_info().rss,
                 "cpu_percent": proc.cpu_percent(None),
                 "fds": proc.num_fds(),
+                "fd_limit": _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
                 "threads": proc.num_threads(),
             }
+
+    def fd_usage(self) -> list[FdUsage]:
+        """Open descriptors against their limit: the master's now, the workers' last sample."""
+        usages = [FdUsage("master", psutil.Process().num_fds(),
+                          _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))]
+        for h in self.handles:
+            if "fds" in h.sample:
+                usages.append(FdUsage(f"worker {h.slot}", h.sample["fds"], h.sample["fd_limit"]))
+        return usages
 
     # Shutdown: the one place the order is written
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import re
+import resource
 import signal
 import socket
 import subprocess
@@ -12,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +102,31 @@ class Cluster:
             self._stopped = True
 
 
+_COUNTER = itertools.count()
+_LISTENING = re.compile(r" on http://[^ ]+:(\d+) \(admin http://[^ ]+:(\d+)\)")
+
+
+def _bound_ports(cluster: Cluster, timeout: float = 30.0) -> tuple[int, int]:
+    """The (public, admin) ports the cluster logged once it bound them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _LISTENING.search(cluster.log())
+        if found:
+            return int(found.group(1)), int(found.group(2))
+        if cluster.proc.poll() is not None:
+            # Exited before listening (a config error, a boot failure): no ports.
+            return 0, 0
+        time.sleep(0.02)
+    raise AssertionError(f"the cluster logged no listening ports in {timeout}s:\n{cluster.log()}")
+
+
+def _limit_nofile(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 def run_cli(*args: str, cwd: Path = APPS, env: dict[str, str] | None = None,
             timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SIOCLUSTER, *args], cwd=cwd, env={**os.environ, **(env or {})},
@@ -109,23 +137,29 @@ def run_cli(*args: str, cwd: Path = APPS, env: dict[str, str] | None = None,
 def start_cluster(app: str = "echo_app:app", *, workers: int = 2, args: tuple[str, ...] = (),
                   env: dict[str, str] | None = None, cwd: Path = APPS,
                   config: str | None = None, tmp_path: Path | None = None,
-                  wait: bool = True, token: str = "") -> Iterator[Cluster]:
-    port, admin_port = free_port(), free_port()
+                  wait: bool = True, token: str = "",
+                  nofile: int | None = None) -> Iterator[Cluster]:
+    """``nofile``: start the master with this open-files limit, soft and hard."""
+    # Port 0: the cluster binds free ports itself and logs them; no race with
+    # another process taking a port between our probe and its bind.
     workdir = tmp_path or Path(os.environ.get("TMPDIR", "/tmp"))
-    log_path = workdir / f"cluster-{port}.log"
-    cmd = [*SIOCLUSTER, "run", app, "--workers", str(workers), "--port", str(port),
-           "--admin-port", str(admin_port), *args]
+    name = f"{os.getpid()}-{next(_COUNTER)}"
+    log_path = workdir / f"cluster-{name}.log"
+    cmd = [*SIOCLUSTER, "run", app, "--workers", str(workers), "--port", "0",
+           "--admin-port", "0", *args]
     if config is not None:
-        cfg = workdir / f"cluster-{port}.toml"
+        cfg = workdir / f"cluster-{name}.toml"
         cfg.write_text(config)
         cmd += ["--config", str(cfg)]
     full_env = {**os.environ, "SIOCLUSTER_ADAPTER_BACKEND": os.environ.get(
         "SIOCLUSTER_TEST_ADAPTER", "local"), **(env or {})}
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-    cluster = Cluster(proc, port, admin_port, log_path, token=token)
+                                text=True, start_new_session=True,
+                                preexec_fn=None if nofile is None else _limit_nofile(nofile))
+    cluster = Cluster(proc, 0, 0, log_path, token=token)
     try:
+        cluster.port, cluster.admin_port = _bound_ports(cluster)
         if wait:
             cluster.wait_ready(workers)
         yield cluster

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
-
 from tests.cluster import free_port
-from tests.system import find_program
+from tests.system import find_program, missing
 
 __all__ = ["haproxy_front"]
 
@@ -56,7 +54,7 @@ def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
     """HAProxy's (v1 port, v2 port), both relaying to ``target_port``."""
     binary = find_program("haproxy", "haproxy")
     if binary is None:
-        pytest.skip("haproxy is not installed and cannot be installed")
+        missing("haproxy is not installed and cannot be installed")
     v1, v2 = free_port(), free_port()
     config = workdir / f"haproxy-{v1}.cfg"
     config.write_text(_CONFIG.format(v1=v1, v2=v2, target=target_port))

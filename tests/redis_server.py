@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.system import find_program
+from tests.system import find_program, missing
 
 __all__ = [
     "RedisServer",
@@ -123,7 +123,7 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """A factory of started servers, all stopped at the end of the session."""
     binary = find_redis_server()
     if binary is None:
-        pytest.skip("redis-server is not installed and cannot be installed")
+        missing("redis-server is not installed and cannot be installed")
     servers: list[RedisServer] = []
 
     def make(port: int | None = None) -> RedisServer:
@@ -145,7 +145,7 @@ def redis_server_fixture(scope: Any = "function") -> Any:
     def redis_server() -> Iterator[RedisServer]:
         binary = find_redis_server()
         if binary is None:
-            pytest.skip("redis-server is not installed and cannot be installed")
+            missing("redis-server is not installed and cannot be installed")
         server = RedisServer(binary)
         server.start()
         try:

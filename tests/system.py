@@ -3,7 +3,9 @@
 :func:`find_program` looks on PATH, then in /usr/bin, /usr/sbin and
 /usr/local/bin; when the program is missing and we are root it runs
 ``apt-get install -y PACKAGE`` (``apt-get update`` first if that fails).
-Callers skip their tests, not fail them, when it returns None.
+When it returns None, callers call :func:`missing`: the test is skipped on a
+developer's machine, and fails under ``CI=true``, where a missing tool means
+the setup is broken, not that the test does not apply.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import contextlib
 import os
 import shutil
 import subprocess
+from typing import NoReturn
 
-__all__ = ["find_program"]
+import pytest
+
+__all__ = ["find_program", "missing"]
 
 _DIRS = ("/usr/bin", "/usr/sbin", "/usr/local/bin")
 
@@ -40,3 +45,10 @@ def find_program(name: str, package: str, *, install: bool = True) -> str | None
             _apt_install(package)
         return find_program(name, package, install=False)
     return None
+
+
+def missing(what: str) -> NoReturn:
+    """Skip the test for want of a system tool; under ``CI=true``, fail it."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: a missing tool fails the run)", pytrace=False)
+    pytest.skip(what)

@@ -7,22 +7,27 @@ object tagged by ``type`` (msgspec; no pickle).  The master sends
 so secrets never show in ``ps``), then at most :class:`Drain`.  The worker
 answers :class:`Ready` or :class:`BootFailed`, then a :class:`Heartbeat` from
 its event loop every ``heartbeat_interval_s``: a blocked loop sends nothing
-and is caught by the master's timeout.
+and is caught by the master's timeout.  With the ``local`` backend, cluster
+singletons' leases travel here too (:class:`LeaseRequest` / :class:`LeaseReply`
+/ :class:`LeaseRelease`; the rules are in :mod:`worker.lease`).
 
 EOF on this socket means the other side is gone: a worker exits when it reads
 EOF, so no worker outlives its master, even a SIGKILLed one.
 
-:class:`FrameDecoder` is the pure part (bytes in, messages out); the asyncio
-helpers at the bottom are a thin shell around it.
+The framing is :mod:`worker.framing`'s, shared with the local adapter:
+:class:`FrameDecoder` is the pure part (bytes in, messages out), and
+:class:`MessageReader` the thin asyncio shell around the same decoder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Any
 
 import msgspec
+
+from .framing import FrameDecoder as _Frames
+from .framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 
 __all__ = [
     "BOOT_FAILED_EXIT",
@@ -33,16 +38,21 @@ __all__ = [
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
+    "LeaseRelease",
+    "LeaseReply",
+    "LeaseRequest",
+    "LeaseView",
+    "MessageReader",
     "Ready",
+    "SingletonReport",
+    "decode",
     "encode",
-    "read_message",
 ]
 
 # Reserved exit code: the app could not be imported or built (gunicorn uses 3 too).
 BOOT_FAILED_EXIT = 3
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-_LEN = struct.Struct(">I")
 
 
 class Configure(msgspec.Struct, tag="configure", frozen=True):
@@ -71,6 +81,47 @@ class BootFailed(msgspec.Struct, tag="boot_failed", frozen=True):
     traceback: str
 
 
+class LeaseView(msgspec.Struct, frozen=True):
+    """A singleton's tenure: who holds it, its fencing token, since when (wall clock)."""
+
+    host: str
+    slot: int
+    pid: int
+    token: int
+    since: float
+
+
+class SingletonReport(msgspec.Struct, frozen=True):
+    """One singleton as a worker sees it, in each heartbeat."""
+
+    held: bool
+    current: LeaseView | None = None
+    errors: int = 0
+
+
+class LeaseRequest(msgspec.Struct, tag="lease_request", frozen=True):
+    """Worker -> master: acquire or renew the singleton lease ``name`` (local backend)."""
+
+    name: str
+    seq: int
+    # False once the worker drains: it may renew but not acquire.
+    eligible: bool = True
+
+
+class LeaseReply(msgspec.Struct, tag="lease_reply", frozen=True):
+    name: str
+    seq: int
+    granted: bool
+    current: LeaseView | None = None
+
+
+class LeaseRelease(msgspec.Struct, tag="lease_release", frozen=True):
+    """Worker -> master: the singleton's task has finished; the lease is free."""
+
+    name: str
+    token: int
+
+
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     connections: int
     handshakes_total: int
@@ -81,9 +132,12 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # Sessions per client address, for the addresses whose count changed since
     # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.
     sessions_by_ip: dict[str, int] = {}
+    singletons: dict[str, SingletonReport] = {}
 
 
-ControlMessage = Configure | Drain | Ready | BootFailed | Heartbeat
+ControlMessage = (
+    Configure | Drain | Ready | BootFailed | Heartbeat | LeaseRequest | LeaseReply | LeaseRelease
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ControlMessage)
@@ -94,50 +148,42 @@ class FrameError(Exception):
 
 
 def encode(message: ControlMessage) -> bytes:
-    body = _encoder.encode(message)
-    return _LEN.pack(len(body)) + body
+    return pack(_encoder.encode(message))
 
 
-class FrameDecoder:
-    """Accumulate bytes, yield complete messages."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[ControlMessage]:
-        self._buffer += data
-        out: list[ControlMessage] = []
-        while len(self._buffer) >= _LEN.size:
-            (length,) = _LEN.unpack_from(self._buffer)
-            if length > MAX_FRAME_BYTES:
-                raise FrameError(f"frame of {length} bytes exceeds the limit")
-            end = _LEN.size + length
-            if len(self._buffer) < end:
-                break
-            body = bytes(self._buffer[_LEN.size : end])
-            del self._buffer[:end]
-            try:
-                out.append(_decoder.decode(body))
-            except msgspec.DecodeError as exc:
-                raise FrameError(f"invalid control message: {exc}") from None
-        return out
-
-
-async def read_message(reader: asyncio.StreamReader) -> ControlMessage | None:
-    """Read one message; None on a clean EOF."""
-    try:
-        head = await reader.readexactly(_LEN.size)
-    except asyncio.IncompleteReadError:
-        return None
-    (length,) = _LEN.unpack(head)
-    if length > MAX_FRAME_BYTES:
-        raise FrameError(f"frame of {length} bytes exceeds the limit")
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        return None
+def decode(body: bytes) -> ControlMessage:
     try:
         message: ControlMessage = _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise FrameError(f"invalid control message: {exc}") from None
     return message
+
+
+class FrameDecoder:
+    """Accumulate bytes, return complete messages (the pure part)."""
+
+    def __init__(self) -> None:
+        self._frames = _Frames(MAX_FRAME_BYTES)
+
+    def feed(self, data: bytes) -> list[ControlMessage]:
+        try:
+            bodies = self._frames.feed(data)
+        except FrameTooLarge as exc:
+            raise FrameError(str(exc)) from None
+        return [decode(body) for body in bodies]
+
+
+class MessageReader:
+    """Control messages from a stream, one per :meth:`next`; None at EOF."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._frames = FrameReader(reader, MAX_FRAME_BYTES)
+
+    async def next(self) -> ControlMessage | None:
+        try:
+            body = await self._frames.next()
+        except FrameTooLarge as exc:
+            raise FrameError(str(exc)) from None
+        except TruncatedFrame:
+            return None  # the peer died mid-frame: the same as EOF
+        return None if body is None else decode(body)

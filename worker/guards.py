@@ -41,6 +41,7 @@ from socketio.exceptions import ConnectionRefusedError as SioConnectionRefused
 from supervisor.config import Config
 
 from .exceptions import WorkerError
+from .libcontract import server_hook, set_server_hook
 from .ratelimit import EventRateLimiter, Verdict
 from .typed import typed_stats
 
@@ -116,7 +117,7 @@ class Guards:
         eio.cors_allowed_origins = "*" if "*" in origins else list(origins)
 
     def _wrap_trigger_event(self) -> None:
-        original = self.sio._trigger_event
+        original = server_hook(self.sio, "_trigger_event")
         if getattr(original, _MARK, False):
             return
 
@@ -130,10 +131,10 @@ class Guards:
         setattr(trigger_event, _MARK, True)
         # Private hook: the only place every connect handler (function or
         # namespace class, or none at all) is called from.
-        self.sio._trigger_event = trigger_event
+        set_server_hook(self.sio, "_trigger_event", trigger_event)
 
     def _wrap_handle_event(self) -> None:
-        original = self.sio._handle_event
+        original = server_hook(self.sio, "_handle_event")
         if getattr(original, _MARK, False):
             return
 
@@ -150,7 +151,7 @@ class Guards:
         setattr(handle_event, _MARK, True)
         # Private hook: runs before python-socketio starts a task for the
         # handler, so a flood costs no tasks.
-        self.sio._handle_event = handle_event
+        set_server_hook(self.sio, "_handle_event", handle_event)
 
     # Auth
 

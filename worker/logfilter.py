@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from .ratelimit import TokenBucket
+from balancer.ratelimit import TokenBucket
 
 __all__ = ["ClientErrorFilter", "caused_by_client", "install_client_error_filter",
            "unify_library_logging"]

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A :class:`TokenBucket` holds up to ``burst`` tokens and refills at ``rate``
+A :class:`~balancer.ratelimit.TokenBucket` holds up to ``burst`` tokens and refills at ``rate``
 tokens per second.  Each event takes one token; an event that finds the
 bucket empty is over the limit.  A socket that was quiet may therefore send
 ``burst`` events at once, and then ``rate`` per second for as long as it likes.
@@ -21,40 +21,12 @@ Nothing here does I/O or reads a clock: every call takes ``now`` (seconds from
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["EventRateLimiter", "TokenBucket", "Verdict"]
+from balancer.ratelimit import TokenBucket
 
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst``; starts full."""
-
-    rate: float
-    burst: float
-    tokens: float = field(default=-1.0)
-    updated: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0:
-            raise ValueError(f"rate must be positive, got {self.rate}")
-        if self.burst < 1:
-            raise ValueError(f"burst must be at least 1, got {self.burst}")
-        if self.tokens < 0:
-            self.tokens = self.burst
-
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens if there are that many; say whether it did."""
-        elapsed = now - self.updated
-        if elapsed > 0:
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-        # A clock that goes backwards (it shouldn't: monotonic) refills nothing.
-        self.updated = max(self.updated, now)
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
+__all__ = ["EventRateLimiter", "Verdict"]
 
 
 class Verdict(Enum):

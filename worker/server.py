@@ -36,18 +36,22 @@ from typing import Any
 
 from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
+from balancer.sid import mint_sid
 from supervisor.config import Config, config_from_dict
-from supervisor.logs import configure_logging
 
 from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
+from .libcontract import check as check_library_contract
+from .libcontract import driver_table, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
+from .logs import configure_logging
 from .serving import AppServer, build_server
-from .sid import mint_sid
+from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
+from .sweep import drop_closed
 
 __all__ = ["WorkerRuntime", "run_worker"]
 
@@ -71,6 +75,8 @@ class WorkerRuntime:
         self._adopting: set[asyncio.Task[None]] = set()
         self._sessions_reported: dict[str, int] = {}
         self.client_errors: ClientErrorFilter | None = None
+        self.singletons: SingletonRunner | None = None
+        self.master_leases: MasterLeases | None = None
 
     # Wiring into python-engineio's public surface
 
@@ -78,7 +84,7 @@ class WorkerRuntime:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
         eio.generate_id = lambda: mint_sid(slot, generation)
-        original = eio._async["translate_request"]
+        original = driver_table(eio)["translate_request"]
         remote_of = server.remote_of
         # The ASGI driver's translate_request is a coroutine, aiohttp's is not.
         is_async = inspect.iscoroutinefunction(original)
@@ -102,11 +108,9 @@ class WorkerRuntime:
                 return await on_message(eio_sid, data)
 
             eio.handlers["message"] = counted
-        # A per-instance copy: the driver table itself is shared module state.
-        eio._async = {
-            **eio._async,
-            "translate_request": translate_asgi_request if is_async else translate_request,
-        }
+        replace_driver_table(
+            eio, translate_request=translate_asgi_request if is_async else translate_request
+        )
         # One cap for polling bodies and WebSocket messages alike.
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
@@ -170,7 +174,9 @@ class WorkerRuntime:
         loop.add_reader(channel.fileno(), on_readable)
 
     def connections(self) -> int:
-        return len(self.loaded.sio.eio.sockets)
+        sockets = self.loaded.sio.eio.sockets
+        drop_closed(sockets)  # see worker/sweep.py: closed sessions would count for minutes
+        return len(sockets)
 
     def ready_message(self) -> control.Ready:
         eio = self.loaded.sio.eio
@@ -190,6 +196,7 @@ class WorkerRuntime:
             guards=self.guard_counters(),
             adapter=self.adapter.status() if self.adapter else {},
             sessions_by_ip=self.session_changes(),
+            singletons=self.singletons.report() if self.singletons else {},
         )
 
     def guard_counters(self) -> dict[str, int]:
@@ -231,7 +238,11 @@ class WorkerRuntime:
             if sio.eio.sockets:  # python-engineio's disconnect() fails on none
                 await sio.eio.disconnect()
 
-        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = [
+        steps: list[tuple[str, Callable[[], Awaitable[Any]], float]] = []
+        if self.singletons is not None:  # first: the successor starts while we drain
+            singletons = self.singletons
+            steps.append(("singletons", lambda: singletons.stop(min(timeout_s, 5.0)), timeout_s))
+        steps += [
             ("close sessions", close_sessions, min(timeout_s, 3.0)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
@@ -278,7 +289,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(False)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
-    msg = await control.read_message(reader)
+    messages = control.MessageReader(reader)
+    msg = await messages.next()
     if not isinstance(msg, control.Configure):
         return 1
     config = config_from_dict(msg.config, "control channel")
@@ -288,6 +300,10 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     client_errors = install_client_error_filter()
     try:
         loaded = await load_app(msg.app, factory=config.cluster.factory)
+        if problems := check_library_contract(loaded.sio):
+            raise AppLoadError(
+                "siocluster was not built for the installed python-socketio/python-engineio "
+                f"({'; '.join(problems)}); install the versions pinned in its pyproject")
     except AppLoadError as exc:
         tb = "".join(traceback.format_exception(exc.__cause__ or exc))
         writer.write(control.encode(control.BootFailed(error=str(exc), traceback=tb)))
@@ -317,11 +333,19 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
     log.info("serving %s on %s", msg.app, msg.socket_path)
+    started_singletons = start_singletons(
+        loaded.sio, writer, backend_name=config.adapter.backend,
+        redis_url=config.adapter.redis_url, channel=config.adapter.channel,
+        lease_s=config.cluster.singleton_lease_s,
+        heartbeat_s=config.health.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
+    )
+    if started_singletons is not None:
+        runtime.singletons, runtime.master_leases = started_singletons
 
     async def read_control() -> None:
         nonlocal drain_timeout
         while True:
-            incoming = await control.read_message(reader)
+            incoming = await messages.next()
             if incoming is None:
                 log.warning("master is gone; stopping")
                 drain_timeout = 1.0
@@ -329,6 +353,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             if isinstance(incoming, control.Drain):
                 drain_timeout = incoming.timeout_s
                 return
+            if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
+                runtime.master_leases.on_reply(incoming)
 
     tasks = [
         asyncio.create_task(read_control()),

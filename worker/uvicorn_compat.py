@@ -55,7 +55,7 @@ def make_config(app: Any, *, access_log: bool, ws_max_size: int | None) -> uvico
         server_header=False,
         access_log=access_log,
         log_config=None,
-        # Longer than the master's pooled keep-alive (60 s), so the worker
+        # Longer than the master's pooled keep-alive (balancer.proxy), so the worker
         # never closes a connection the master is about to reuse.
         timeout_keep_alive=75,
         # python-engineio pings; uvicorn's own WebSocket pings would double them.

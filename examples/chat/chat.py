@@ -7,16 +7,25 @@ Every worker runs this module. A broadcast with ``sio.emit`` reaches the tabs on
 because siocluster installs its cross-worker adapter; the page asks ``whoami`` to show which
 worker pid served it. The browser client is the official one from npm, served from
 ``node_modules`` rather than a CDN so the example works offline once set up.
+
+``announce_connections`` is a cluster singleton: a background task started here with
+``sio.start_background_task`` would run in every worker, and every tab would get the count once
+per worker.  ``@singleton`` runs it on one worker of the cluster, and on another one if that
+worker dies or is restarted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
 import socketio
 from aiohttp import web
+
+from worker.adapter import RequestTimeout
+from worker.singleton import singleton
 
 __all__ = ["app", "sio"]
 
@@ -26,6 +35,25 @@ VENDOR = HERE / "node_modules" / "socket.io-client" / "dist"
 
 # The default CORS policy: only pages from this same origin may connect.
 sio = socketio.AsyncServer(async_mode="aiohttp")
+# How often the cluster's connection count is announced to every tab.
+CONNECTIONS_EVERY_S = float(os.environ.get("CHAT_CONNECTIONS_EVERY_S", "5"))
+
+
+@singleton("chat-connections")
+async def announce_connections() -> None:
+    """Every few seconds, tell every tab how many are connected across the whole cluster."""
+    while True:
+        if not hasattr(sio.manager, "fetch_sockets"):  # --adapter none: this worker alone
+            count, workers = len(sio.eio.sockets), 1
+        else:
+            try:
+                count = len(await sio.manager.fetch_sockets())
+            except RequestTimeout as exc:  # a worker did not answer in time: count what came
+                count = len(exc.results)
+            workers = sio.manager.server_count()
+        await sio.emit("connections", {"count": count, "workers": workers,
+                                       "announcer_pid": os.getpid()})
+        await asyncio.sleep(CONNECTIONS_EVERY_S)
 
 
 @sio.event

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import given
@@ -92,6 +93,8 @@ class _Inner:
     def __init__(self) -> None:
         self.data: list[bytes] = []
         self.closed = False
+        self.shut = False
+        self.drain_s: float | None = None
 
     def connection_made(self, transport: Any) -> None:
         pass
@@ -105,13 +108,23 @@ class _Inner:
     def close(self) -> None:
         self.closed = True
 
+    async def shutdown(self, timeout: float | None = None) -> None:
+        assert self.closed  # close() first, as aiohttp's own server does
+        self.shut = True
+        self.drain_s = timeout
+
 
 def test_half_close_after_a_whole_request_keeps_the_write_side() -> None:
-    inner = _Inner()
-    guard = GuardedProtocol(inner, 0, lambda: None)
-    guard.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert guard.eof_received() is True
-    assert inner.closed  # aiohttp answers, then closes
+    async def main() -> None:
+        inner = _Inner()
+        guard = GuardedProtocol(inner, 0, lambda: None, drain_s=7.0)
+        guard.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert guard.eof_received() is True
+        assert guard.eof_received() is True  # a second EOF starts nothing new
+        await asyncio.sleep(0)
+        assert inner.shut and inner.drain_s == 7.0  # aiohttp answers, then closes
+
+    asyncio.run(main())
 
 
 def test_half_close_mid_request_closes_at_once() -> None:

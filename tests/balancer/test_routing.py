@@ -8,7 +8,7 @@ from balancer.routing import (
     extract_sid,
     route,
 )
-from worker.sid import mint_sid
+from balancer.sid import mint_sid
 
 
 def view(slot: int, gen: int, *, accepting: bool = True, serving: bool = True,

@@ -25,9 +25,9 @@ import socketio
 import uvloop
 from aiohttp import web
 
+from balancer.sid import mint_sid
 from supervisor.config import config_from_dict
 from worker.adapter import RequestTimeout, install_adapter
-from worker.sid import mint_sid
 
 __all__ = ["main"]
 

@@ -21,12 +21,12 @@ import aiohttp
 import pytest
 import socketio
 
+from balancer.sid import parse_sid
 from tests.clients import disconnect
 from tests.cluster import free_port, run_cli, start_cluster
 from tests.eio import connect_and_upgrade, handshake, ws_call
 from tests.integration.test_js_client import NODE_TIMEOUT_S, node_client
 from tests.redis_server import RedisServer, redis_server_factory
-from worker.sid import parse_sid
 
 __all__ = ["node_client", "redis_server_factory"]  # fixtures, shared
 

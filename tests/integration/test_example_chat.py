@@ -23,6 +23,7 @@ import websockets
 
 from tests.clients import disconnect
 from tests.cluster import Cluster, free_port, start_cluster
+from tests.system import missing
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 CHAT = Path(__file__).resolve().parent.parent.parent / "examples" / "chat"
@@ -34,7 +35,7 @@ def chat_installed() -> Path:
     if (CHAT / "node_modules" / "socket.io-client").is_dir():
         return CHAT
     if shutil.which("npm") is None:
-        pytest.skip("npm is needed to install the chat example's client (apt-get install npm)")
+        missing("npm is needed to install the chat example's client (apt-get install npm)")
     done = subprocess.run(["bash", str(CHAT / "setup.sh")], cwd=CHAT, capture_output=True,
                           text=True, timeout=300, check=False)
     if done.returncode != 0:
@@ -46,7 +47,8 @@ def chat_installed() -> Path:
 @pytest.fixture(scope="module")
 def chat(chat_installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with start_cluster(app="chat:app", cwd=chat_installed, workers=2,
-                       tmp_path=tmp_path_factory.mktemp("chat")) as cluster:
+                       tmp_path=tmp_path_factory.mktemp("chat"),
+                       env={"CHAT_CONNECTIONS_EVERY_S": "0.3"}) as cluster:
         yield cluster
 
 
@@ -84,6 +86,8 @@ class Tab:
         self.pid = 0
         self.client.on("chat message", self.messages.append)
         self.client.on("system", self.system.append)
+        self.counts: list[dict[str, Any]] = []
+        self.client.on("connections", self.counts.append)
 
     async def open(self, url: str, path: str = "socket.io") -> Tab:
         await self.client.connect(url, wait_timeout=10, socketio_path=path)
@@ -137,6 +141,28 @@ def test_chat_message_reaches_tabs_on_both_workers(chat: Cluster) -> None:
     assert seen["bob_got_alice"] and seen["alice_got_bob"], (
         f"a broadcast did not cross workers: {seen}")
     assert seen["alice_saw_join"], f"no 'someone joined' line across workers: {seen}"
+
+
+def test_one_worker_announces_the_cluster_connection_count(chat: Cluster) -> None:
+    """The singleton counts tabs on both workers, and only one worker announces."""
+
+    async def main() -> list[dict[str, Any]]:
+        tabs, _alice, _bob = await tabs_on_two_workers(chat.url)
+        try:
+            tab = tabs[0]
+            assert await tab.wait_for(tab.counts, lambda c: c["count"] == len(tabs)), tab.counts
+            seen = len(tab.counts)
+            await asyncio.sleep(1.0)  # a few more announcements, at 0.3 s
+            return tab.counts[seen:]
+        finally:
+            await asyncio.gather(*(disconnect(tab.client) for tab in tabs))
+
+    counts = asyncio.run(main())
+    assert 2 <= len(counts) <= 5, counts
+    assert len({c["announcer_pid"] for c in counts}) == 1, counts
+    assert counts[-1]["workers"] == 2 and counts[-1]["announcer_pid"] in chat.worker_pids()
+    [single] = chat.status()["singletons"]
+    assert single["name"] == "chat-connections" and single["holder"] is not None
 
 
 # A real browser: headless Chromium, driven over the DevTools protocol with `websockets`.
@@ -195,9 +221,9 @@ async def blank_page(debug_port: int) -> str:
     raise AssertionError("chromium opened no blank page")
 
 
-@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (apt-get install chromium)")
 def test_browser_page_chats_across_workers(chat: Cluster, tmp_path: Path) -> None:
-    assert BROWSER is not None
+    if BROWSER is None:
+        missing("chromium is not installed (apt-get install chromium)")
     debug_port = free_port()
     with (tmp_path / "chromium.log").open("w") as log:
         browser = subprocess.Popen(
@@ -220,6 +246,8 @@ def test_browser_page_chats_across_workers(chat: Cluster, tmp_path: Path) -> Non
             browser_pid = int(await page.eval("document.body.dataset.pid"))
             assert browser_pid in chat.worker_pids(), status
             assert status == f"worker pid {browser_pid} · websocket", status
+            online = await page.wait_for("document.getElementById('online').textContent")
+            assert online.endswith("online · 2 workers"), online
 
             tabs: list[Tab] = []
             try:

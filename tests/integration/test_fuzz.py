@@ -38,10 +38,10 @@ import socketio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from balancer.sid import mint_sid
 from tests.cluster import Cluster, start_cluster
 from tests.eio import EIO_PATH, handshake, post
 from tests.haproxy import haproxy_front
-from worker.sid import mint_sid
 
 SCALE = float(os.environ.get("SIOCLUSTER_FUZZ_SCALE", "1"))
 MAX_MESSAGE = 65_536

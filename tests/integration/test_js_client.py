@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster, start_cluster
+from tests.system import missing
 
 JS = Path(__file__).resolve().parent.parent / "js"
 CLIENTS = 12
@@ -32,8 +33,8 @@ def npm_install(project: Path) -> None:
         return
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        pytest.skip("node and npm are needed for the socket.io-client tests "
-                    "(apt-get install nodejs npm)")
+        missing("node and npm are needed for the socket.io-client tests "
+                "(apt-get install nodejs npm)")
     command = "ci" if (project / "package-lock.json").is_file() else "install"
     done = subprocess.run([npm, command, "--no-audit", "--no-fund"], cwd=project,
                           capture_output=True, text=True, timeout=300, check=False)

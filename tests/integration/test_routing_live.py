@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 import socketio
 
+from balancer.sid import parse_sid
 from tests.clients import disconnect
 from tests.cluster import start_cluster
 from tests.eio import connect_and_upgrade, handshake, ws_call
-from worker.sid import parse_sid
 
 SESSION_UNKNOWN = b'{"code":1,"message":"Session ID unknown"}'
 

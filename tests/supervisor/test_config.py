@@ -66,6 +66,7 @@ def test_env_types() -> None:
     ("[adapter]\nbackend = \"redys\"\n", ["adapter.backend", "'redis'"]),
     ("[cluster\n", ["invalid TOML"]),
     ("cluster = 3\n", ["[cluster] must be a table"]),
+    ("[cluster]\nsingleton_lease_s = 0\n", ["cluster.singleton_lease_s", "more than 0"]),
 ])
 def test_bad_files_name_the_key_and_the_file(tmp_path: Path, text: str,
                                                needles: list[str]) -> None:
@@ -133,3 +134,9 @@ def test_reload_keeps_what_only_a_restart_changes() -> None:
     assert effective.limits.event_rate_per_socket == 5  # the workers take it
     assert effective.health.max_rss_mb == 512
     assert keep_restart_only(old, old) == (old, [])
+    # The master grants @singleton leases by it: old and new workers must agree.
+    env = {"SIOCLUSTER_CLUSTER_SINGLETON_LEASE_S": "2",
+           "SIOCLUSTER_CLUSTER_GRACEFUL_TIMEOUT_S": "3"}
+    effective, kept = keep_restart_only(old, load_config(None, env=env))
+    assert kept == ["cluster.singleton_lease_s"]
+    assert effective.cluster.singleton_lease_s == 5.0 and effective.cluster.graceful_timeout_s == 3

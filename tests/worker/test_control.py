@@ -8,7 +8,12 @@ from worker.control import (
     FrameDecoder,
     FrameError,
     Heartbeat,
+    LeaseRelease,
+    LeaseReply,
+    LeaseRequest,
+    LeaseView,
     Ready,
+    SingletonReport,
     encode,
 )
 
@@ -16,7 +21,13 @@ from worker.control import (
 def test_messages_survive_any_split() -> None:
     messages = [Ready(pid=1, engineio_path="/socket.io/", ping_interval_s=25, ping_timeout_s=20),
                 Heartbeat(connections=3, handshakes_total=9, loop_lag_s=0.01, adapter={"a": 1}),
-                BootFailed(error="boom", traceback="tb"), Drain(timeout_s=1.5)]
+                BootFailed(error="boom", traceback="tb"), Drain(timeout_s=1.5),
+                LeaseRequest(name="tick", seq=7, eligible=False),
+                LeaseReply(name="tick", seq=7, granted=True,
+                           current=LeaseView(host="h", slot=1, pid=2, token=3, since=4.5)),
+                LeaseRelease(name="tick", token=3),
+                Heartbeat(connections=0, handshakes_total=0, loop_lag_s=0.0,
+                          singletons={"tick": SingletonReport(held=True, errors=1)})]
     wire = b"".join(encode(m) for m in messages)
     for step in (1, 3, 7, len(wire)):
         decoder = FrameDecoder()

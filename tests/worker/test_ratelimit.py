@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from worker.ratelimit import EventRateLimiter, TokenBucket, Verdict
+from balancer.ratelimit import TokenBucket
+from worker.ratelimit import EventRateLimiter, Verdict
 
 
 def test_bucket_starts_full_and_allows_a_burst() -> None:

@@ -20,9 +20,9 @@ when it reports ready.  A rescan every ``scan_interval_s`` catches anything
 missed.  EOF on either stream means the peer is gone (crash, restart with a
 new generation, scale-down): it is reported at once, so nobody waits for it.
 
-Streams carry ``u32 length + frame``.  Writes never block the emitter: a peer
-whose unsent backlog exceeds ``max_backlog_bytes`` (a stuck loop) gets its
-frames dropped and counted instead.
+Streams carry ``u32 length + frame`` (:mod:`worker.framing`).  Writes never
+block the emitter: a peer whose unsent backlog exceeds ``max_backlog_bytes``
+(a stuck loop) gets its frames dropped and counted instead.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ import logging
 import os
 from typing import Any
 
-from ..sid import parse_sid
+from balancer.sid import parse_sid
+
+from ..framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 from .envelope import Envelope, MsgType, parse_header, serialize
 from .exceptions import BackendError, ProtocolError
 from .transport import AdapterState, Owner, TransportEvents
@@ -43,7 +45,6 @@ __all__ = ["LocalTransport", "node_id"]
 
 log = logging.getLogger("siocluster.adapter.local")
 
-_LENGTH = 4
 
 
 def node_id(slot: int, generation: int) -> str:
@@ -188,7 +189,7 @@ class LocalTransport:
         if self._closing():
             writer.close()
             return
-        writer.write(_pack(serialize(Envelope(MsgType.HELLO, self.node))))
+        writer.write(pack(serialize(Envelope(MsgType.HELLO, self.node))))
         self._out[node] = writer
         assert self._events is not None
         self._events.peer_up(node)
@@ -225,8 +226,9 @@ class LocalTransport:
         if task is not None:
             self._tasks.add(task)
         node: str | None = None
+        frames = FrameReader(reader, self.max_frame_bytes)
         try:
-            frame = await self._read_frame(reader)
+            frame = await frames.next()
             if frame is None:
                 return
             hello = parse_header(frame)
@@ -238,13 +240,13 @@ class LocalTransport:
             self._events.peer_up(node)
             if node not in self._out:
                 self._spawn(self._dial(node))
-            while (frame := await self._read_frame(reader)) is not None:
+            while (frame := await frames.next()) is not None:
                 await self._events.frame_received(frame)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, TruncatedFrame):
             pass
         except asyncio.CancelledError:
             pass  # closing: the stream server's callback must not log a cancelled task
-        except ProtocolError as exc:
+        except (ProtocolError, FrameTooLarge) as exc:
             self.errors += 1
             log.warning("dropping stream from %s: %s", node or "unknown peer", exc)
         finally:
@@ -258,18 +260,6 @@ class LocalTransport:
                 self._lost(node)
             if task is not None:
                 self._tasks.discard(task)
-
-    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes | None:
-        try:
-            prefix = await reader.readexactly(_LENGTH)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                raise
-            return None
-        size = int.from_bytes(prefix, "big")
-        if self.max_frame_bytes is not None and size > self.max_frame_bytes:
-            raise ProtocolError(f"frame of {size} bytes exceeds {self.max_frame_bytes}")
-        return await reader.readexactly(size)
 
     # Sending
 
@@ -292,7 +282,7 @@ class LocalTransport:
         if self.max_backlog_bytes is not None and backlog > self.max_backlog_bytes:
             self.dropped += 1
             return
-        writer.write(_pack(frame))
+        writer.write(pack(frame))
         self.sent += 1
 
     def owner_of(self, sid: str) -> str | Owner:
@@ -314,7 +304,3 @@ class LocalTransport:
                 w.transport.get_write_buffer_size() for w in self._out.values()
             ),
         }
-
-
-def _pack(frame: bytes) -> bytes:
-    return len(frame).to_bytes(_LENGTH, "big") + frame

@@ -54,6 +54,7 @@ from typing import Any, TypeVar, overload
 
 from socketio import AsyncManager
 
+from ..libcontract import server_hook, set_server_hook
 from .envelope import Codec, Envelope, MsgType, ParsedFrame, parse_header, serialize
 from .exceptions import AdapterError, EncodingError, ProtocolError, RequestTimeout
 from .peers import PeerTable
@@ -71,7 +72,7 @@ Room = str | int
 
 # A forwarded ack whose client never answers is forgotten after this long.
 ACK_TTL_S = 300.0
-_SID_RANDOM_CHARS = 20  # worker.sid.mint_sid: token_urlsafe(15)
+_SID_RANDOM_CHARS = 20  # balancer.sid.mint_sid: token_urlsafe(15)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -750,12 +751,12 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         """Remember each namespace connection's auth payload.
 
         python-socketio hands ``auth`` only to the connect handler, so this
-        wraps the server's ``_handle_connect`` on this instance (the one private
-        hook used; without it ``auth`` is reported as None).
+        wraps the server's ``_handle_connect`` on this instance (a private hook,
+        listed in :mod:`worker.libcontract`; without it ``auth`` is reported as None).
         """
         server = self.server
-        original = getattr(server, "_handle_connect", None)
-        if original is None or getattr(original, "_siocluster", False):
+        original = server_hook(server, "_handle_connect")
+        if getattr(original, "_siocluster", False):
             return
 
         async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
@@ -768,7 +769,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
                     self._auth.pop(key, None)
 
         handle_connect._siocluster = True  # type: ignore[attr-defined]
-        server._handle_connect = handle_connect
+        set_server_hook(server, "_handle_connect", handle_connect)
 
     def _describe(self, nsp: str, sid: str, eio_sid: str) -> dict[str, Any]:
         environ: dict[str, Any] = getattr(self.server, "environ", {}).get(eio_sid, {})

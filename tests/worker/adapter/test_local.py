@@ -6,10 +6,10 @@ import asyncio
 import os
 from pathlib import Path
 
+from balancer.sid import mint_sid
 from tests.worker.adapter.events import Recorder, frame, until
 from worker.adapter.local import LocalTransport
 from worker.adapter.transport import AdapterState, Owner
-from worker.sid import mint_sid
 
 
 def test_mesh_forms_frames_flow_and_death_is_noticed(tmp_path: Path) -> None:

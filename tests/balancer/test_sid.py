@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import urllib.parse
 
-from worker.sid import SidOwner, mint_sid, parse_sid
+from balancer.sid import SidOwner, mint_sid, parse_sid
 
 
 def test_round_trip() -> None:

@@ -8,7 +8,7 @@ needed and there is nothing to race.  The generation changes every time a slot
 is respawned, so a sid minted by a dead worker is recognised as stale instead
 of being sent to its replacement.
 
-This module is the interface between ``worker`` (minting) and ``balancer``
+This module is the contract between ``worker`` (minting) and ``balancer``
 (parsing); it holds no I/O.
 """
 

@@ -1,0 +1,96 @@
+"""Every private name of python-socketio and python-engineio that siocluster touches.
+
+We subclass or use public hooks wherever the libraries offer one.  Where
+none does the job, the name is used only through this module, which says why
+for each, so that a release that moves one fails in one place, by name:
+:func:`check` runs before a worker loads the app (a clear boot failure
+instead of an ``AttributeError`` deep in a request), and
+``tests/worker/test_libcontract.py`` pins the names and their signatures.
+
+The pins in pyproject (upper bounds) are the versions these were read from.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "PRIVATE_NAMES",
+    "check",
+    "driver_table",
+    "replace_driver_table",
+    "server_hook",
+    "set_server_hook",
+]
+
+# (class, attribute) -> why no public hook does it.
+PRIVATE_NAMES: dict[tuple[str, str], str] = {
+    ("engineio.AsyncServer", "_async"): (
+        "the driver table's translate_request is the one place the environ of every "
+        "request is built: the worker fills REMOTE_ADDR from the balancer's "
+        "X-Forwarded-For and counts handshakes there"
+    ),
+    ("socketio.AsyncServer", "_trigger_event"): (
+        "the only call site of every connect handler (function, namespace class or none): "
+        "JWT auth runs there, and per-socket limiter state is dropped on disconnect"
+    ),
+    ("socketio.AsyncServer", "_handle_event"): (
+        "runs before python-socketio starts a task for an event handler, so an event "
+        "over the rate limit costs no task"
+    ),
+    ("socketio.AsyncServer", "_handle_connect"): (
+        "sees the CONNECT packet's auth payload, which fetch_sockets reports as Node's "
+        "handshake.auth does"
+    ),
+}
+
+# The signatures read from the pinned releases (self excluded).
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "_trigger_event": ("event", "namespace", "args"),
+    "_handle_event": ("eio_sid", "namespace", "id", "data"),
+    "_handle_connect": ("eio_sid", "namespace", "data"),
+}
+
+
+def check(sio: Any) -> list[str]:
+    """What the running python-socketio/python-engineio no longer has; [] when all is there."""
+    problems: list[str] = []
+    table = getattr(sio.eio, "_async", None)
+    if not isinstance(table, dict) or "translate_request" not in table:
+        problems.append("engineio.AsyncServer._async['translate_request'] is gone")
+    for name, params in SIGNATURES.items():
+        method = getattr(sio, name, None)
+        if method is None:
+            problems.append(f"socketio.AsyncServer.{name} is gone")
+            continue
+        unwrapped = inspect.unwrap(method)
+        try:
+            found = tuple(inspect.signature(unwrapped).parameters)
+        except (TypeError, ValueError):
+            continue
+        if found != params:
+            problems.append(f"socketio.AsyncServer.{name}{found} is not {name}{params}")
+    return problems
+
+
+def driver_table(eio: Any) -> dict[str, Any]:
+    table: dict[str, Any] = eio._async
+    return table
+
+
+def replace_driver_table(eio: Any, **entries: Any) -> None:
+    """A per-instance copy with ``entries`` replaced: the table itself is module state."""
+    eio._async = {**eio._async, **entries}
+
+
+def server_hook(sio: Any, name: str) -> Callable[..., Any]:
+    assert name in SIGNATURES, name
+    hook: Callable[..., Any] = getattr(sio, name)
+    return hook
+
+
+def set_server_hook(sio: Any, name: str, hook: Callable[..., Any]) -> None:
+    assert name in SIGNATURES, name
+    setattr(sio, name, hook)

@@ -1,0 +1,139 @@
+"""The Redis lease backend for ``@singleton``: one holder across every host.
+
+One key per singleton, ``<channel>:singleton:{<name>}``, holds the tenure as
+JSON (holder id, host, slot, pid, token, since) with a ``PX`` expiry of the
+lease; ``<channel>:singleton:{<name>}:token`` counts tenures (the fencing
+token).  The braces keep both keys in one Redis Cluster slot.
+
+Each request is one Lua script, so it is atomic: the holder renews (PEXPIRE)
+only while the key names it; anyone acquires only when the key is gone (it
+expired or was released), drawing the next token.  Release deletes the key
+only if it still names this holder and token.  These are the rules of
+:class:`worker.lease.LeaseTable`, with Redis's clock as the granting side's:
+the holder's own validity counts from when it sent the request
+(:class:`worker.lease.HolderLease`), so it lapses before the key does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .adapter.redis_url import DirectSpec, parse_redis_url
+from .lease import Grant, Holder
+from .singleton_runner import LeaseBackendError
+
+__all__ = ["RedisLeases"]
+
+_ACQUIRE_OR_RENEW = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = cjson.decode(cur)
+  if v['id'] == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {1, cur}
+  end
+  return {0, cur}
+end
+if ARGV[4] ~= '1' then
+  return {0, ''}
+end
+local v = cjson.decode(ARGV[3])
+v['token'] = redis.call('INCR', KEYS[2])
+local s = cjson.encode(v)
+redis.call('SET', KEYS[1], s, 'PX', ARGV[2])
+return {1, s}
+"""
+
+_RELEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = cjson.decode(cur)
+  if v['id'] == ARGV[1] and tonumber(v['token']) == tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+end
+return 0
+"""
+
+
+def _client(url: str, timeout_s: float) -> aioredis.Redis:
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    spec = parse_redis_url(url)
+    if isinstance(spec, DirectSpec):
+        return aioredis.Redis.from_url(spec.url, **common)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(spec.sentinels),
+        sentinel_kwargs={"password": spec.sentinel_password,
+                         "socket_connect_timeout": timeout_s},
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        spec.service_name, db=spec.db, username=spec.username, password=spec.password,
+        ssl=spec.ssl, **common,
+    )
+    return client
+
+
+def _grant(raw: Any) -> Grant | None:
+    if not raw:
+        return None
+    try:
+        v = json.loads(raw)
+        holder = Holder(str(v["id"]), str(v["host"]), int(v["slot"]), int(v["pid"]))
+        return Grant(holder, int(v["token"]), float(v["since"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # not ours: someone else's key under our prefix
+
+
+class RedisLeases:
+    def __init__(
+        self, url: str, channel: str, *, slot: int, generation: int, lease_s: float
+    ) -> None:
+        self.host = socket.gethostname()
+        self.slot = slot
+        self.id = f"{self.host}:{os.getpid()}:{slot}.{generation:x}.{secrets.token_hex(4)}"
+        self.channel = channel
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self._redis = _client(url, max(0.1, lease_s / 3))
+        self._acquire = self._redis.register_script(_ACQUIRE_OR_RENEW)
+        self._release = self._redis.register_script(_RELEASE)
+
+    def _keys(self, name: str) -> list[str]:
+        key = f"{self.channel}:singleton:{{{name}}}"
+        return [key, f"{key}:token"]
+
+    async def request(self, name: str, seq: int, eligible: bool) -> tuple[bool, Grant | None]:
+        me = json.dumps({"id": self.id, "host": self.host, "slot": self.slot,
+                         "pid": os.getpid(), "since": time.time()})
+        try:
+            granted, raw = await self._acquire(
+                keys=self._keys(name), args=[self.id, self.lease_ms, me, "1" if eligible else "0"]
+            )
+        except RedisError as exc:
+            raise LeaseBackendError(f"redis: {exc}") from exc
+        return bool(granted), _grant(raw)
+
+    async def release(self, name: str, token: int) -> None:
+        try:
+            await self._release(keys=self._keys(name), args=[self.id, token])
+        except RedisError as exc:
+            raise LeaseBackendError(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()

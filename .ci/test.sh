@@ -12,7 +12,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# System packages the tests use: redis-server (adapter tests), node + npm (the
+# System packages the tests use: redis-server and rabbitmq-server (adapter
+# tests; the broker is started per test session on free ports), node + npm (the
 # official socket.io-client), chromium (the example page, headless), haproxy
 # (a real PROXY-protocol sender in front of the cluster).
 apt_install() {  # apt_install COMMAND PACKAGE...
@@ -31,6 +32,7 @@ apt_install redis-server redis-server
 apt_install node nodejs npm
 apt_install chromium chromium
 apt_install haproxy haproxy
+apt_install rabbitmq-server rabbitmq-server
 
 for dir in tests/js examples/chat examples/fastapi-chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then

@@ -55,13 +55,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _popen(cmd: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+def _popen(cmd: list[str], cwd: Path, log: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # A process group of its own keeps a terminal's Ctrl-C for the bench, which
     # stops the servers in order.  Not a session of its own: with Linux's
     # autogroup scheduling every session gets an equal CPU share, so N
     # standalone servers in N sessions would outweigh one cluster in one.
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cmd, cwd=cwd, env={**_env(), **(env or {})}, stdout=out,
+                                stderr=subprocess.STDOUT,
                                 process_group=0)
 
 
@@ -131,7 +133,9 @@ def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None 
         cmd += ["--redis-url", redis_url]
     if websocket:
         cmd += ["--websocket", websocket]
-    proc = _popen(cmd, APP_DIR, log)
+    # The standalone baseline's AsyncRedisManager servers publish on python-socketio's
+    # default channel of the same Redis: the cluster must not hear them as emitters.
+    proc = _popen(cmd, APP_DIR, log, env={"SIOCLUSTER_ADAPTER_EMITTER_CHANNEL": ""})
     target = Target(f"cluster/{adapter}", [f"http://127.0.0.1:{port}"], log_paths=[log],
                     admin_url=f"http://127.0.0.1:{admin_port}")
     try:

@@ -5,7 +5,7 @@
 adapter lost its backend) and 503 when none is.  It needs no token, so load
 balancers and Kubernetes probes can use it; everything else needs
 ``Authorization: Bearer <[admin] token>`` when a token is set.  No secret is
-ever part of a response.
+ever part of a response.  ``POST /emit`` emits to clients (:mod:`.emit`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Reload, Scale, Stop
+from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
 from .state import WorkerState
@@ -233,6 +234,7 @@ class _MasterCollector(Collector):
         yield guards
         yield from adapter.values()
         yield from _singleton_metrics(m)
+        yield from _emit_metrics(m)
 
 
 def _singleton_metrics(m: Master) -> Iterable[Metric]:
@@ -248,6 +250,42 @@ def _singleton_metrics(m: Master) -> Iterable[Metric]:
         held.add_metric([name], 0 if view is None else 1)
     yield handovers
     yield held
+
+
+def _emit_metrics(m: Master) -> Iterable[Metric]:
+    """Emits by source, each counted once: ``internal`` and ``amqp`` are emitted by
+    one worker each (summed); every worker hears each ``redis-emitter`` message
+    (the highest count is shown); ``http`` is counted here, in the master."""
+    emits = CounterMetricFamily(
+        "siocluster_emits", "Emits by source (internal, redis-emitter, http, amqp)",
+        labels=["source"],
+    )
+    totals = {"internal": 0, "redis-emitter": 0, "amqp": 0}
+    for h in m.handles:
+        for source, count in h.emits.items():
+            if source == "redis-emitter":
+                totals[source] = max(totals[source], count)
+            elif source != "http":
+                totals[source] = totals.get(source, 0) + count
+    totals["http"] = m.emit_relay.accepted
+    for source, count in sorted(totals.items()):
+        emits.add_metric([source], count)
+    yield emits
+    refused = CounterMetricFamily(
+        "siocluster_external_refused",
+        "Messages from outside the cluster refused (pickle, malformed, unsupported), "
+        "per worker slot", labels=["slot", "source", "reason"],
+    )
+    for h in m.handles:
+        for key, count in sorted(h.external_refused.items()):
+            source, _, reason = key.partition("/")
+            refused.add_metric([str(h.slot), source, reason], count)
+    yield refused
+    failed = CounterMetricFamily(
+        "siocluster_http_emit_failures", "POST /emit answered 502/503/504 after a valid body"
+    )
+    failed.add_metric([], m.emit_relay.failed)
+    yield failed
 
 
 def make_admin_app(master: Master) -> web.Application:
@@ -305,11 +343,21 @@ def make_admin_app(master: Master) -> web.Application:
         master.commands.put_nowait(Scale(workers))
         return web.json_response({"ok": True, "action": "scale", "workers": workers}, status=202)
 
-    app = web.Application(middlewares=[auth])
+    async def emit(request: web.Request) -> web.Response:
+        try:
+            body, args = parse_body(await request.read())
+            workers = await master.emit(body, args)
+        except EmitError as exc:
+            return web.json_response({"error": exc.reason}, status=exc.status)
+        return web.json_response({"ok": True, "workers": workers})
+
+    app = web.Application(middlewares=[auth],
+                          client_max_size=master.config.limits.max_message_bytes or 1024**2)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/reload", reload)
     app.router.add_post("/stop", stop)
     app.router.add_post("/scale", scale)
+    app.router.add_post("/emit", emit)
     return app

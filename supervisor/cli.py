@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", "-w", type=int, help="worker count (0: one per core)")
     run.add_argument("--host")
     run.add_argument("--port", "-p", type=int)
-    run.add_argument("--adapter", choices=["local", "redis", "none"])
+    run.add_argument("--adapter", choices=["local", "redis", "amqp", "none"])
     run.add_argument("--redis-url", dest="redis_url")
     run.add_argument("--log-level", dest="log_level",
                      choices=["debug", "info", "warning", "error"])

@@ -76,13 +76,20 @@ class AdminConfig:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AdapterConfig:
-    backend: Literal["local", "redis", "none"] = "local"
+    backend: Literal["local", "redis", "amqp", "none"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     channel: str = "siocluster"
     request_timeout_s: float = 5.0
     heartbeat_interval_s: float = 1.0
     outage_buffer_s: float = 30.0
     outage_buffer_bytes: int = 1_048_576
+    # python-socketio's write-only managers publish here ("" turns it off).
+    emitter_channel: str = "socketio"
+    # amqp: external emits wait in a durable queue this long, this many at most.
+    emitter_queue_ttl_s: float = 300.0
+    emitter_queue_max: int = 100_000
+    emitter_consume_delay_s: float = 5.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -298,7 +305,7 @@ def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, dict[st
                 value = list(value)
             if redact and value and (section_name, f.name) in _SECRET_KEYS:
                 value = "***"
-            if redact and f.name == "redis_url" and isinstance(value, str):
+            if redact and f.name in ("redis_url", "amqp_url") and isinstance(value, str):
                 value = redact_url(value)
             values[f.name] = value
         out[section_name] = values

@@ -42,6 +42,8 @@ class WorkerHandle:
     messages_total: int = 0
     guards: dict[str, int] = field(default_factory=dict)
     adapter: dict[str, Any] = field(default_factory=dict)
+    emits: dict[str, int] = field(default_factory=dict)
+    external_refused: dict[str, int] = field(default_factory=dict)
     engineio_path: str = "/socket.io/"
     ping_budget_s: float = 0.0
     # Stopping: why, and when SIGKILL follows

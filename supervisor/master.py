@@ -47,6 +47,7 @@ from worker.lease import Holder, LeaseTable
 from .admin import make_admin_app
 from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
 from .config import Config, config_to_dict, keep_restart_only
+from .emit import EmitBody, EmitRelay, Target
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
@@ -84,6 +85,10 @@ _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
 def _soft_limit(value: int) -> int:
     """0 for an unlimited soft limit (nothing to warn against)."""
     return 0 if value == resource.RLIM_INFINITY or value < 0 else value
+
+
+def _writable(h: WorkerHandle) -> bool:
+    return h.writer is not None and not h.writer.is_closing()
 
 
 class Master:
@@ -124,6 +129,7 @@ class Master:
         self.leases = LeaseTable(config.cluster.singleton_lease_s)
         self._hostname = socket.gethostname()
         self.singletons = SingletonBook(self._hostname)
+        self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
 
     # WorkerDirectory, for the balancer
 
@@ -440,6 +446,7 @@ class Master:
             h.messages_total = msg.messages_total
             h.guards = msg.guards
             h.adapter = msg.adapter
+            h.emits, h.external_refused = msg.emits, msg.external_refused
             if self.balancer.limits.max_sessions_per_ip:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
@@ -469,6 +476,8 @@ class Master:
                     "ping_interval + ping_timeout (%.0fs), or long-polls will be cut",
                     self.config.balancer.upstream_timeout_s, h.ping_budget_s,
                 )
+        elif isinstance(msg, control.EmitDone):
+            self.emit_relay.done(msg)
         elif isinstance(msg, control.BootFailed):
             h.boot_error, h.boot_traceback = msg.error, msg.traceback
 
@@ -514,6 +523,7 @@ class Master:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(h.socket_path)
         self.handles.remove(h)
+        self.emit_relay.worker_gone(h)
         self.balancer.forget(h.slot, h.generation)
         for name in self.leases.forget(self._lease_key(h)):
             log.warning("singleton %r: holder worker %d pid %d exited; lease free",
@@ -564,6 +574,21 @@ class Master:
             f" ({decision.reason})" if decision.action is Action.BACKOFF else "",
         )
 
+    async def emit(self, body: EmitBody, args: Any) -> int:
+        """``POST /emit``: hand the emit to the worker(s) :mod:`.emit` chooses."""
+        targets = [
+            # A draining worker no longer reads its control channel.
+            Target(h, ready=h.state is WorkerState.READY and _writable(h),
+                   serving=h.state is WorkerState.READY and _writable(h))
+            for h in self.handles
+        ]
+
+        def send(h: WorkerHandle, msg: control.Emit) -> None:
+            assert h.writer is not None
+            h.writer.write(control.encode(msg))
+
+        return await self.emit_relay.emit(self.config.adapter.backend, targets, body, args, send)
+
     def _ever_ready(self) -> bool:
         return any(r.ever_ready for r in self.slots.values())
 
@@ -589,6 +614,8 @@ class Master:
                 continue
             if h.state is not WorkerState.READY or h.stop_cause is not None:
                 continue
+            if self._recycling.get(h.slot) is h:
+                continue  # its successor is already starting: count the recycle once
             if health.max_rss_mb and h.sample["rss_bytes"] > health.max_rss_mb * 1024 * 1024:
                 log.warning(
                     "worker %d pid %d RSS %.0f MB over max_rss_mb=%d",

@@ -4,7 +4,9 @@ One ``AF_UNIX`` stream socketpair per worker, inherited by the worker as a file
 descriptor.  Each message is a 4-byte big-endian length followed by a JSON
 object tagged by ``type`` (msgspec; no pickle).  The master sends
 :class:`Configure` first (the config travels here, not on the command line,
-so secrets never show in ``ps``), then at most :class:`Drain`.  The worker
+so secrets never show in ``ps``), then at most :class:`Drain`, and any number
+of :class:`Emit` (``POST /emit`` on the admin listener), each answered by an
+:class:`EmitDone` once handed to the adapter.  The worker
 answers :class:`Ready` or :class:`BootFailed`, then a :class:`Heartbeat` from
 its event loop every ``heartbeat_interval_s``: a blocked loop sends nothing
 and is caught by the master's timeout.  With the ``local`` backend, cluster
@@ -35,6 +37,8 @@ __all__ = [
     "Configure",
     "ControlMessage",
     "Drain",
+    "Emit",
+    "EmitDone",
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
@@ -133,10 +137,35 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.
     sessions_by_ip: dict[str, int] = {}
     singletons: dict[str, SingletonReport] = {}
+    # Emits by source ("internal", "redis-emitter", "http", "amqp") since start,
+    # and external messages refused, by "source/reason" ("redis-emitter/pickle").
+    emits: dict[str, int] = {}
+    external_refused: dict[str, int] = {}
+
+
+Room = str | int
+
+
+class Emit(msgspec.Struct, tag="emit", frozen=True):
+    """Emit to the worker's clients (``broadcast=False``) or through the adapter."""
+
+    id: int
+    event: str
+    args: msgspec.Raw  # a JSON array: the emit's arguments, passed through undecoded
+    namespace: str
+    rooms: list[Room]  # empty: the whole namespace
+    except_rooms: list[Room]
+    broadcast: bool
+
+
+class EmitDone(msgspec.Struct, tag="emit_done", frozen=True):
+    id: int
+    error: str = ""  # empty: handed to the adapter (or delivered, without one)
 
 
 ControlMessage = (
     Configure | Drain | Ready | BootFailed | Heartbeat | LeaseRequest | LeaseReply | LeaseRelease
+    | Emit | EmitDone
 )
 
 _encoder = msgspec.json.Encoder()

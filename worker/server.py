@@ -42,6 +42,7 @@ from supervisor.config import Config, config_from_dict
 from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
+from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .libcontract import check as check_library_contract
@@ -197,6 +198,8 @@ class WorkerRuntime:
             adapter=self.adapter.status() if self.adapter else {},
             sessions_by_ip=self.session_changes(),
             singletons=self.singletons.report() if self.singletons else {},
+            emits=dict(getattr(self.adapter, "emits", {})),
+            external_refused=dict(getattr(self.adapter, "refused", {})),
         )
 
     def guard_counters(self) -> dict[str, int]:
@@ -342,6 +345,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     if started_singletons is not None:
         runtime.singletons, runtime.master_leases = started_singletons
 
+    emits: set[asyncio.Task[None]] = set()
+
     async def read_control() -> None:
         nonlocal drain_timeout
         while True:
@@ -355,6 +360,10 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
                 return
             if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
                 runtime.master_leases.on_reply(incoming)
+            if isinstance(incoming, control.Emit):
+                task = asyncio.create_task(apply_emit(loaded.sio, incoming, writer))
+                emits.add(task)
+                task.add_done_callback(emits.discard)
 
     tasks = [
         asyncio.create_task(read_control()),

@@ -79,11 +79,15 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
         "adapter": {
             "backend": args.backend,
             "redis_url": args.redis_url,
+            "amqp_url": args.amqp_url,
             "channel": args.channel,
             "request_timeout_s": args.request_timeout,
             "heartbeat_interval_s": args.heartbeat,
             "outage_buffer_s": args.outage_buffer_s,
             "outage_buffer_bytes": args.outage_buffer_bytes,
+            "emitter_channel": args.emitter_channel,
+            "emitter_queue_ttl_s": args.emitter_queue_ttl_s,
+            "emitter_consume_delay_s": args.emitter_consume_delay_s,
         }
     })
     handle = await install_adapter(
@@ -197,11 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime-dir", required=True)
     parser.add_argument("--backend", default="local")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--channel", default="siocluster-test")
     parser.add_argument("--request-timeout", type=float, default=3.0)
     parser.add_argument("--heartbeat", type=float, default=0.2)
     parser.add_argument("--outage-buffer-s", type=float, default=30.0)
     parser.add_argument("--outage-buffer-bytes", type=int, default=1_048_576)
+    parser.add_argument("--emitter-channel", default="socketio")
+    parser.add_argument("--emitter-queue-ttl-s", type=float, default=300.0)
+    parser.add_argument("--emitter-consume-delay-s", type=float, default=0.0)
     args = parser.parse_args(argv)
     uvloop.run(serve(args))
 

@@ -50,7 +50,8 @@ class Worker:
             sys.executable, str(APP), "--slot", str(self.slot),
             "--generation", str(self.generation), "--port", str(self.port),
             "--runtime-dir", c.runtime_dir, "--backend", c.backend,
-            "--redis-url", c.redis_url, "--heartbeat", str(c.heartbeat),
+            "--redis-url", c.redis_url, "--amqp-url", c.amqp_url,
+            "--heartbeat", str(c.heartbeat),
             "--request-timeout", str(c.request_timeout), *c.extra,
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -89,9 +90,11 @@ class Cluster:
     def __init__(
         self, backend: str, size: int, *, redis_url: str = "redis://127.0.0.1:1/0",
         heartbeat: float = 0.2, request_timeout: float = 3.0, extra: tuple[str, ...] = (),
+        amqp_url: str = "amqp://guest:guest@127.0.0.1:1/",
     ) -> None:
         self.backend = backend
         self.redis_url = redis_url
+        self.amqp_url = amqp_url
         self.heartbeat = heartbeat
         self.request_timeout = request_timeout
         self.extra = extra

@@ -1,8 +1,9 @@
 """The cross-worker adapter, end to end: 3 worker processes, real clients, both backends.
 
-Every test runs against ``local`` (Unix-socket mesh) and ``redis`` (a real
-redis-server).  Clients are pinned to workers by port; operations are issued on
-a *different* worker than the one holding the target socket.
+Every test runs against ``local`` (Unix-socket mesh), ``redis`` (a real
+redis-server) and ``amqp`` (a real rabbitmq-server, one per session).
+Clients are pinned to workers by port; operations are issued on a *different*
+worker than the one holding the target socket.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socketio
 
 from tests.cluster import start_cluster
 from tests.integration.adapter_cluster import Client, Cluster, wait_for
+from tests.rabbitmq_server import RabbitMQServer
 from tests.redis_server import redis_server_factory
 
 __all__ = ["redis_server_factory"]
@@ -31,12 +33,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-@pytest.fixture(scope="module", params=["local", "redis"])
+@pytest.fixture(scope="module", params=["local", "redis", "amqp"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    redis = None
+    redis: Any = None
     if request.param == "redis":
         redis = request.getfixturevalue("redis_server_factory")()
         c = Cluster("redis", 3, redis_url=redis.url)
+    elif request.param == "amqp":
+        redis = request.getfixturevalue("rabbitmq_server")  # the broker, whichever it is
+        # A channel of its own: the session's broker keeps durable queues.
+        c = Cluster("amqp", 3, amqp_url=redis.url,
+                    extra=("--channel", f"sioc-adapter-{id(request)}"))
     else:
         c = Cluster("local", 3)
     c.redis = redis  # type: ignore[attr-defined]
@@ -295,10 +302,10 @@ def test_worker_killed_mid_request(cluster: Cluster) -> None:
     run(main())
 
 
-def test_redis_outage_buffers_in_order_without_duplicates(cluster: Cluster) -> None:
-    if cluster.backend != "redis":
-        pytest.skip("broker outage applies to the redis backend")
-    redis = cluster.redis  # type: ignore[attr-defined]
+def test_broker_outage_buffers_in_order_without_duplicates(cluster: Cluster) -> None:
+    if cluster.backend == "local":
+        pytest.skip("broker outage applies to the redis and amqp backends")
+    redis: RabbitMQServer = cluster.redis  # type: ignore[attr-defined]
 
     async def main() -> None:
         remote = await cluster.client(1)
@@ -320,7 +327,7 @@ def test_redis_outage_buffers_in_order_without_duplicates(cluster: Cluster) -> N
             redis.start()
             await sending
             try:
-                await wait_for(lambda: len(remote.got("seq")) >= count, timeout_s=15)
+                await wait_for(lambda: len(remote.got("seq")) >= count, timeout_s=30)
             except AssertionError:
                 statuses = [await cluster.op(w.slot, "status") for w in cluster.workers]
                 raise AssertionError(f"got {remote.got('seq')}; statuses {statuses}") from None
@@ -340,7 +347,7 @@ def test_redis_outage_buffers_in_order_without_duplicates(cluster: Cluster) -> N
     run(main())
 
 
-@pytest.mark.parametrize("backend", ["local", "redis"])
+@pytest.mark.parametrize("backend", ["local", "redis", "amqp"])
 def test_through_the_real_cluster(
     backend: str, tmp_path: Any, request: pytest.FixtureRequest
 ) -> None:
@@ -348,6 +355,9 @@ def test_through_the_real_cluster(
     env = {"SIOCLUSTER_ADAPTER_BACKEND": backend}
     if backend == "redis":
         env["SIOCLUSTER_ADAPTER_REDIS_URL"] = request.getfixturevalue("redis_server_factory")().url
+    if backend == "amqp":
+        env["SIOCLUSTER_ADAPTER_AMQP_URL"] = request.getfixturevalue("rabbitmq_server").url
+        env["SIOCLUSTER_ADAPTER_CHANNEL"] = f"sioc-real-{id(request)}"
     with start_cluster("echo_app:app", workers=2, env=env, tmp_path=tmp_path) as cluster:
 
         async def main() -> None:

@@ -11,7 +11,14 @@ Backends (``config.adapter.backend``):
 * ``local`` (default): Unix sockets between the workers of this host, in
   ``runtime_dir`` (:mod:`.local`);
 * ``redis``: Redis pub/sub, sharded on Redis >= 7 (:mod:`.redis_backend`);
+* ``amqp``: RabbitMQ through aio-pika (:mod:`.amqp_backend`);
 * ``none``: python-socketio's own in-process manager is left alone.
+
+Emits from outside the cluster: with ``redis``, every worker also listens on
+``emitter_channel`` for python-socketio's write-only managers
+(:mod:`.redis_emitter`); with ``amqp``, one worker at a time consumes a
+durable queue fed by python-socketio's AMQP managers and siocluster's Emitter
+(:mod:`.amqp_emitter`).
 
 The user reaches the cluster API through ``sio.manager`` (``fetch_sockets``,
 ``server_side_emit``, ``on_server_side``, ``sockets_join`` ...; see
@@ -25,6 +32,8 @@ from typing import Any, Protocol
 
 from supervisor.config import Config
 
+from .amqp_backend import AmqpTransport
+from .amqp_emitter import AmqpEmitSource
 from .envelope import Codec
 from .exceptions import (
     AdapterError,
@@ -37,6 +46,7 @@ from .exceptions import (
 from .local import LocalTransport
 from .manager import ClusterManager, SocketInfo
 from .redis_backend import RedisTransport
+from .redis_emitter import RedisEmitterSource
 from .transport import AdapterState, Transport
 
 __all__ = [
@@ -83,6 +93,13 @@ def _transport(config: Config, slot: int, generation: int, runtime_dir: str) -> 
             outage_buffer_bytes=ac.outage_buffer_bytes,
             start_timeout_s=ac.request_timeout_s,
         )
+    if ac.backend == "amqp":
+        return AmqpTransport(
+            ac.amqp_url, ac.channel, slot, generation,
+            outage_buffer_s=ac.outage_buffer_s,
+            outage_buffer_bytes=ac.outage_buffer_bytes,
+            start_timeout_s=ac.request_timeout_s,
+        )
     raise BackendError(f"unknown adapter backend {ac.backend!r}")
 
 
@@ -95,8 +112,9 @@ async def install_adapter(
         return _NoAdapter()
     if sio.eio.sockets:
         raise AdapterError("install_adapter must run before the server accepts connections")
+    transport = _transport(config, slot, generation, runtime_dir)
     manager = ClusterManager(
-        _transport(config, slot, generation, runtime_dir),
+        transport,
         request_timeout_s=ac.request_timeout_s,
         heartbeat_interval_s=ac.heartbeat_interval_s,
         codec=Codec.MSGPACK,
@@ -106,6 +124,16 @@ async def install_adapter(
     sio.manager = manager
     manager.set_server(sio)
     await manager.start()
+    if isinstance(transport, RedisTransport) and ac.emitter_channel:
+        await manager.attach_source(
+            RedisEmitterSource(transport.subscriber_client, ac.emitter_channel)
+        )
+    if isinstance(transport, AmqpTransport) and ac.emitter_channel:
+        await manager.attach_source(AmqpEmitSource(
+            ac.amqp_url, ac.emitter_channel, f"{ac.channel}.emit",
+            ttl_s=ac.emitter_queue_ttl_s, max_messages=ac.emitter_queue_max,
+            start_delay_s=ac.emitter_consume_delay_s,
+        ))
     # We subscribed eagerly; python-socketio must not initialize it again.
     sio.manager_initialized = True
     log.info("adapter %s up as node %s (%s)", ac.backend, manager.node,

@@ -37,6 +37,13 @@ the partial results.
 
 Ordering and duplicates: frames carry per-stream sequence numbers
 (:mod:`.sequence`); receivers drop repeats and count gaps.
+
+Emits from outside the cluster (:mod:`.external`) come from *sources*
+attached with :meth:`attach_source` (python-socketio's pub/sub channel, the
+AMQP emit queue) or from the master (``POST /emit``): :meth:`apply_external`
+applies one to this worker's sockets only, or, with ``broadcast=True``,
+through the adapter like an emit of the app.  ``emits`` counts them by
+source; ``refused`` counts what was refused, by ``source/reason``.
 """
 
 from __future__ import annotations
@@ -49,20 +56,22 @@ import itertools
 import logging
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from socketio import AsyncManager
 
 from ..libcontract import server_hook, set_server_hook
 from .envelope import Codec, Envelope, MsgType, ParsedFrame, parse_header, serialize
 from .exceptions import AdapterError, EncodingError, ProtocolError, RequestTimeout
+from .external import ExternalClose, ExternalEmit, ExternalOp, ExternalRooms, Refused
 from .peers import PeerTable
 from .requests import RequestTable
 from .sequence import Deduplicator, Sequencer, Verdict
 from .transport import AdapterState, Owner, Transport
 
-__all__ = ["ClusterManager", "ServerSideHandler", "SocketInfo"]
+__all__ = ["ClusterManager", "ExternalSource", "ServerSideHandler", "SocketInfo"]
 
 log = logging.getLogger("siocluster.adapter")
 
@@ -73,6 +82,18 @@ Room = str | int
 # A forwarded ack whose client never answers is forgotten after this long.
 ACK_TTL_S = 300.0
 _SID_RANDOM_CHARS = 20  # balancer.sid.mint_sid: token_urlsafe(15)
+
+
+class ExternalSource(Protocol):
+    """Where emits from outside the cluster come in (see :meth:`ClusterManager.attach_source`)."""
+
+    name: str  # the ``source`` label: "redis-emitter", "amqp"
+
+    async def start(self, manager: ClusterManager) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,6 +182,9 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         self.errors = 0
         self.timeouts = 0
         self.handler_errors = 0
+        self.emits: Counter[str] = Counter()  # by source: internal, http, redis-emitter ...
+        self.refused: Counter[str] = Counter()  # external messages, by "source/reason"
+        self.sources: list[ExternalSource] = []
 
     # Lifecycle
 
@@ -179,6 +203,11 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         if self._closed:
             return
         self._closed = True
+        for source in self.sources:
+            try:
+                await source.close()
+            except Exception as exc:
+                log.warning("closing the %s source failed: %r", source.name, exc)
         if self.transport.state == AdapterState.CONNECTED:
             self._send(MsgType.BYE, "/", None)
         if self._heartbeat is not None:
@@ -196,9 +225,13 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             + transport.get("overflowed", 0)
             + transport.get("expired", 0)
         )
+        state = self.transport.state.name.lower()
+        external = {s.name: s.status() for s in self.sources}
+        if state == "connected" and any(e["state"] == "degraded" for e in external.values()):
+            state = "degraded"  # a way in from outside is down: /health says so
         return {
             "backend": self.transport.name,
-            "state": self.transport.state.name.lower(),
+            "state": state,
             "node": self.node,
             "peers": sorted(self.peers.live()),
             "server_count": self.server_count(),
@@ -217,6 +250,9 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             "requests_timed_out": self.timeouts,
             "buffered_bytes": transport.get("buffered_bytes", 0),
             "transport": transport,
+            "external": external,
+            "emits": dict(self.emits),
+            "external_refused": dict(self.refused),
         }
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
@@ -559,9 +595,15 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         The sockets on this worker get it directly; the rest through the
         transport.  ``callback`` is called once per client ack.
         """
+        self.emits["internal"] += 1
+        await self._broadcast(event, _as_args(data), room, namespace, except_rooms, callback)
+
+    async def _broadcast(
+        self, event: str, args: list[Any], room: Any, namespace: str,
+        except_rooms: Any, callback: Callable[..., Any] | None,
+    ) -> None:
         targets = _as_rooms(room)
         exclude = _as_rooms(except_rooms)
-        args = _as_args(data)
         await self._deliver(event, args, namespace, targets, exclude, callback)
         plan = self._plan(namespace, targets)
         for node, rooms in plan:
@@ -744,6 +786,55 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
                 log.warning("server-side handler for %r returned %s", event, exc)
                 self._send(MsgType.SSE_RESP, header.nsp, [False, None],
                            to=header.node, rid=header.rid)
+
+    # Messages from outside the cluster
+
+    async def attach_source(self, source: ExternalSource) -> None:
+        """Start ``source``; it is closed with the manager and shown in :meth:`status`."""
+        self.sources.append(source)
+        await source.start(self)
+
+    def refuse(self, source: str, refused: Refused) -> None:
+        """Count a message that was refused; logged at warning level once per reason."""
+        key = f"{source}/{refused.reason}"
+        if not self.refused[key]:
+            log.warning("refusing a %s message (%s): %s; counted in "
+                        "siocluster_external_refused", source, refused.reason, refused.detail)
+        self.refused[key] += 1
+
+    async def apply_external(
+        self, op: ExternalOp, *, source: str, broadcast: bool = False
+    ) -> None:
+        """Apply an op from outside the cluster.
+
+        ``broadcast=False``: to this worker's sockets only (every worker sees
+        the message).  ``broadcast=True``: this worker is the only one to see
+        it, so it goes through the adapter like the app's own calls.
+        """
+        if isinstance(op, ExternalEmit):
+            self.emits[source] += 1
+            if broadcast:
+                await self._broadcast(op.event, list(op.args), op.rooms or None, op.namespace,
+                                      op.exclude, None)
+            else:
+                await self._deliver(op.event, list(op.args), op.namespace, op.rooms,
+                                    op.exclude, None)
+        elif isinstance(op, ExternalClose):
+            if broadcast:
+                await self.close_room(op.room, op.namespace)
+            else:
+                await super().close_room(op.room, op.namespace)
+        elif isinstance(op, ExternalRooms):
+            nsp = op.namespace
+            here = self.is_connected(op.sid, nsp) or self.is_pre_connected(op.sid, nsp)
+            if not here and not broadcast:
+                return
+            if op.method == "disconnect":
+                await self.server.disconnect(op.sid, namespace=nsp, ignore_queue=here)
+            elif op.method == "enter_room" and op.room is not None:
+                await self.enter_room(op.sid, nsp, op.room)
+            elif op.method == "leave_room" and op.room is not None:
+                await self.leave_room(op.sid, nsp, op.room)
 
     # Handshake data for fetch_sockets
 

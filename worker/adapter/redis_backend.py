@@ -166,6 +166,10 @@ class RedisTransport:
 
     # Connections
 
+    def subscriber_client(self) -> aioredis.Redis:
+        """A new client to the same server, with no read timeout (for SUBSCRIBE)."""
+        return self._client()
+
     def _client(self, *, publisher: bool = False) -> aioredis.Redis:
         common: dict[str, Any] = {
             # A publish must not hang on a silently dead connection; the

@@ -8,6 +8,8 @@ redis-server, started on first use and stopped by :meth:`Lab.close`.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -63,11 +65,19 @@ class Lab:
         adapter = adapter or self.settings.cluster_adapter
         redis_url = self.redis_url() if adapter == "redis" else None
         return targets.cluster(self.settings.workers, adapter=adapter, log_dir=self.log_dir,
-                               redis_url=redis_url, websocket=self.settings.cluster_websocket)
+                               redis_url=redis_url, websocket=self.settings.cluster_websocket,
+                               app=self.settings.app)
 
     def standalone(self, *, redis: bool = False) -> AbstractContextManager[targets.Target]:
         return targets.standalone(self.settings.workers, log_dir=self.log_dir,
-                                  redis_url=self.redis_url() if redis else None)
+                                  redis_url=self.redis_url() if redis else None,
+                                  app=self.settings.app)
+
+    def serving(self, app: str) -> Lab:
+        """This lab with another app (``bench_asgi``); the redis-server stays shared."""
+        other = copy.copy(self)
+        other.settings = dataclasses.replace(self.settings, app=app)
+        return other
 
     def split(self, total: int) -> Iterator[tuple[int, int]]:
         """``(first index, count)`` of each generator process's share of ``total`` clients."""

@@ -35,6 +35,9 @@ class Settings:
     # Limits
     connect_concurrency: int  # connection attempts in flight, per generator process
     payload_bytes: int = 64
+    # The app: bench_app (aiohttp; standalone: aiohttp servers) or bench_asgi
+    # (socketio.ASGIApp; standalone: uvicorn processes).
+    app: str = "bench_app"
 
 
 _FULL = dict(rounds=2, duration_s=8.0, settle_s=3.0, ws_clients=64, polling_clients=32,

@@ -3,7 +3,9 @@
 * :func:`cluster`: ``siocluster run bench_app:app --workers N`` (from
   ``bench/app/``), master pid and worker pids read from the admin ``/status``;
 * :func:`standalone`: N ``python -m bench.standalone --port P`` servers, the
-  "direct" baseline: no balancer, the clients spread over the ports.
+  "direct" baseline: no balancer, the clients spread over the ports; for the
+  ASGI app (``bench_asgi``), N plain ``uvicorn bench_asgi:app --port P``
+  processes instead, which is how FastAPI users run today.
 
 Both are context managers that stop what they started (SIGTERM, then SIGKILL)
 even when the benchmark fails halfway.  The servers inherit the open-file
@@ -121,10 +123,11 @@ def _get_json(url: str) -> Any:
 
 @contextlib.contextmanager
 def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None = None,
-            websocket: str | None = None, timeout_s: float = 60.0) -> Iterator[Target]:
+            websocket: str | None = None, timeout_s: float = 60.0,
+            app: str = "bench_app") -> Iterator[Target]:
     port, admin_port = free_port(), free_port()
     log = log_dir / f"cluster-{adapter}-{port}.log"
-    cmd = [*_SIOCLUSTER, "run", "bench_app:app", "--workers", str(workers), "--port", str(port),
+    cmd = [*_SIOCLUSTER, "run", f"{app}:app", "--workers", str(workers), "--port", str(port),
            "--admin-port", str(admin_port), "--adapter", adapter, "--log-level", "warning"]
     if redis_url:
         cmd += ["--redis-url", redis_url]
@@ -165,7 +168,7 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def standalone(servers: int, *, log_dir: Path, redis_url: str | None = None,
-               timeout_s: float = 30.0) -> Iterator[Target]:
+               timeout_s: float = 30.0, app: str = "bench_app") -> Iterator[Target]:
     procs: list[subprocess.Popen[bytes]] = []
     label = "standalone/redis" if redis_url else "standalone"
     target = Target(label, [])
@@ -173,10 +176,19 @@ def standalone(servers: int, *, log_dir: Path, redis_url: str | None = None,
         for _ in range(servers):
             port = free_port()
             log = log_dir / f"standalone-{port}.log"
-            cmd = [sys.executable, "-m", "bench.standalone", "--port", str(port)]
-            if redis_url:
-                cmd += ["--redis-url", redis_url]
-            procs.append(_popen(cmd, REPO_DIR, log))
+            if app == "bench_asgi":
+                if redis_url:
+                    raise TargetError("the ASGI standalone baseline has no redis variant")
+                cmd = [sys.executable, "-m", "uvicorn", f"{app}:app", "--port", str(port),
+                       "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                       "--no-access-log"]
+                procs.append(_popen(cmd, APP_DIR, log))
+            else:
+                cmd = [sys.executable, "-m", "bench.standalone", "--port", str(port),
+                       "--app", app]
+                if redis_url:
+                    cmd += ["--redis-url", redis_url]
+                procs.append(_popen(cmd, REPO_DIR, log))
             target.urls.append(f"http://127.0.0.1:{port}")
             target.log_paths.append(log)
         deadline = time.monotonic() + timeout_s

@@ -38,6 +38,7 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
     "log_level": ("logging", "level"),
     "log_format": ("logging", "format"),
     "websocket": ("balancer", "websocket"),
+    "factory": ("cluster", "factory"),
 }
 
 
@@ -82,7 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the cluster")
-    run.add_argument("app", nargs="?", help="module:attr of the AsyncServer or aiohttp app")
+    run.add_argument("app", nargs="?",
+                     help="module:attr of the AsyncServer, ASGI app or aiohttp app")
+    run.add_argument("--factory", action="store_true", default=None,
+                     help="app is a factory: call it to build the app (as uvicorn --factory)")
     run.add_argument("--workers", "-w", type=int, help="worker count (0: one per core)")
     run.add_argument("--host")
     run.add_argument("--port", "-p", type=int)

@@ -51,6 +51,8 @@ __all__ = [
 class ClusterConfig:
     # The app, as module:attr; the positional CLI argument overrides it.
     app: str = ""
+    # Call app (module:attr) to build the app, as uvicorn --factory does.
+    factory: bool = False
     # Number of workers; 0 means one per CPU core.
     workers: int = 0
     # Where the private Unix sockets live; "" means a fresh 0700 temp dir.

@@ -11,34 +11,38 @@ import aiohttp
 EIO_PATH = "/socket.io/"
 
 
-async def handshake(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with http.get(f"{base}{EIO_PATH}?EIO=4&transport=polling") as resp:
+async def handshake(http: aiohttp.ClientSession, base: str,
+                    path: str = EIO_PATH) -> dict[str, Any]:
+    async with http.get(f"{base}{path}?EIO=4&transport=polling") as resp:
         text = await resp.text()
         assert resp.status == 200, (resp.status, text)
     assert text.startswith("0"), text
     return json.loads(text[1:])  # type: ignore[no-any-return]
 
 
-async def post(http: aiohttp.ClientSession, base: str, sid: str, payload: str) -> int:
-    async with http.post(f"{base}{EIO_PATH}?EIO=4&transport=polling&sid={sid}",
+async def post(http: aiohttp.ClientSession, base: str, sid: str, payload: str,
+               path: str = EIO_PATH) -> int:
+    async with http.post(f"{base}{path}?EIO=4&transport=polling&sid={sid}",
                          data=payload.encode()) as resp:
         await resp.read()
         return resp.status
 
 
-async def poll(http: aiohttp.ClientSession, base: str, sid: str) -> tuple[int, str]:
-    async with http.get(f"{base}{EIO_PATH}?EIO=4&transport=polling&sid={sid}") as resp:
+async def poll(http: aiohttp.ClientSession, base: str, sid: str,
+               path: str = EIO_PATH) -> tuple[int, str]:
+    async with http.get(f"{base}{path}?EIO=4&transport=polling&sid={sid}") as resp:
         return resp.status, await resp.text()
 
 
-async def connect_and_upgrade(http: aiohttp.ClientSession, base: str) -> tuple[str, Any]:
+async def connect_and_upgrade(http: aiohttp.ClientSession, base: str,
+                              path: str = EIO_PATH) -> tuple[str, Any]:
     """Polling handshake, namespace connect, then the WebSocket upgrade, as clients do."""
-    info = await handshake(http, base)
+    info = await handshake(http, base, path)
     sid = info["sid"]
-    assert await post(http, base, sid, "40") == 200
-    status, text = await poll(http, base, sid)
+    assert await post(http, base, sid, "40", path) == 200
+    status, text = await poll(http, base, sid, path)
     assert status == 200 and text.startswith("40"), (status, text)
-    ws_url = base.replace("http", "ws", 1) + f"{EIO_PATH}?EIO=4&transport=websocket&sid={sid}"
+    ws_url = base.replace("http", "ws", 1) + f"{path}?EIO=4&transport=websocket&sid={sid}"
     ws = await http.ws_connect(ws_url)
     await ws.send_str("2probe")
     msg = await ws.receive(timeout=10)

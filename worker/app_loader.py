@@ -1,9 +1,14 @@
-"""Resolve ``module:attr`` into a Socket.IO server and the aiohttp app serving it.
+"""Import ``module:attr`` and resolve it into a Socket.IO server and the app serving it.
 
-``attr`` may be a ``socketio.AsyncServer``, an ``aiohttp.web.Application`` with
-one attached (its other routes keep working), or a zero-argument callable
-(sync or async) returning either.  The module is imported from the current
-directory first, like gunicorn does.
+``attr`` may be any shape :mod:`worker.app_shapes` knows (an AsyncServer, an
+aiohttp Application with one attached, an ASGI app containing a
+``socketio.ASGIApp``, a plain ASGI callable) or a factory returning one.
+With ``factory=True`` (``--factory``) the attribute is called first, sync or
+async, as uvicorn does; without it a callable with no required argument is
+still taken as a factory (it cannot be an ASGI app), one taking
+``(scope, receive, send)`` as an ASGI app, and anything else is refused with
+an error naming the flag.  The module is imported from the current directory
+first, like gunicorn does.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import importlib
 import inspect
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import socketio
 from aiohttp import web
 
+from .app_shapes import kind_of_callable, plain_asgi_shape, shape_of
 from .exceptions import AppLoadError
 
 __all__ = ["LoadedApp", "load_app", "split_app_spec"]
@@ -25,8 +31,9 @@ __all__ = ["LoadedApp", "load_app", "split_app_spec"]
 @dataclass(frozen=True)
 class LoadedApp:
     sio: Any  # socketio.AsyncServer (untyped library)
-    app: web.Application
+    app: Any  # aiohttp.web.Application, or an ASGI callable when kind == "asgi"
     engineio_path: str
+    kind: Literal["aiohttp", "asgi"] = "aiohttp"
 
 
 def split_app_spec(spec: str) -> tuple[str, str]:
@@ -54,47 +61,88 @@ def _find_attached(app: web.Application) -> tuple[Any, str] | None:
     return None
 
 
-async def _resolve(value: Any, spec: str, depth: int = 0) -> LoadedApp:
-    if isinstance(value, socketio.AsyncServer):
-        if value.eio.async_mode != "aiohttp":
-            raise AppLoadError(
-                f"app {spec!r} is an AsyncServer with async_mode={value.eio.async_mode!r}; "
-                "siocluster serves async_mode='aiohttp'"
-            )
-        app = web.Application()
-        value.attach(app)
-        found = _find_attached(app)
-        path = found[1] if found else "/socket.io/"
-        return LoadedApp(value, app, path)
+def _built(value: Any, spec: str) -> LoadedApp | None:
+    """An app that is already built; None: not one (a factory, or nothing we know)."""
+    where = f"app {spec!r}"
     if isinstance(value, web.Application):
         found = _find_attached(value)
         if found is None:
             raise AppLoadError(
-                f"app {spec!r} is an aiohttp Application with no socketio.AsyncServer "
+                f"{where} is an aiohttp Application with no socketio.AsyncServer "
                 "attached (call sio.attach(app))"
             )
         return LoadedApp(found[0], value, found[1])
-    if isinstance(value, socketio.Server):
+    shape = shape_of(value, where)
+    if shape is None:
+        return None
+    if shape.kind == "aiohttp":
+        app = web.Application()
+        shape.sio.attach(app)
+        found = _find_attached(app)
+        return LoadedApp(shape.sio, app, found[1] if found else "/socket.io/")
+    return LoadedApp(shape.sio, shape.app, shape.engineio_path, "asgi")
+
+
+_EXPECTED = (
+    "expected a socketio.AsyncServer, a socketio.ASGIApp or an ASGI app (FastAPI, "
+    "Starlette) containing one, an aiohttp.web.Application with one attached, or a "
+    "factory returning one of those"
+)
+
+
+async def _call_factory(value: Any, spec: str) -> Any:
+    try:
+        result = value()
+        if inspect.isawaitable(result):
+            result = await result
+    except TypeError as exc:
+        if kind_of_callable(value) == "asgi":
+            raise AppLoadError(
+                f"app {spec!r} takes (scope, receive, send): it is an ASGI app, not a "
+                "factory; run it without --factory"
+            ) from exc
+        raise AppLoadError(f"app factory {spec!r} raised TypeError: {exc}") from exc
+    except Exception as exc:
+        raise AppLoadError(f"app factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+async def _resolve(value: Any, spec: str, *, factory: bool) -> LoadedApp:
+    if not factory:
+        loaded = _built(value, spec)
+        if loaded is not None:
+            return loaded
+        if isinstance(value, type) or not callable(value):
+            raise AppLoadError(
+                f"app {spec!r} is a {type(value).__module__}.{type(value).__qualname__}; "
+                + _EXPECTED
+            )
+        kind = kind_of_callable(value)
+        if kind == "asgi":
+            shape = plain_asgi_shape(value, f"app {spec!r}")
+            return LoadedApp(shape.sio, shape.app, shape.engineio_path, "asgi")
+        if kind == "ambiguous":
+            raise AppLoadError(
+                f"app {spec!r} is a callable that is neither an ASGI app (scope, receive, "
+                "send) nor a zero-argument factory; if it builds the app, run with "
+                "--factory (or [cluster] factory = true)"
+            )
+    elif not callable(value):
+        raise AppLoadError(f"--factory was given, but app {spec!r} is not callable")
+    result = await _call_factory(value, spec)
+    if inspect.isfunction(result) and kind_of_callable(result) == "asgi":
+        shape = plain_asgi_shape(result, f"app {spec!r}")
+        return LoadedApp(shape.sio, shape.app, shape.engineio_path, "asgi")
+    loaded = _built(result, spec)
+    if loaded is None:
         raise AppLoadError(
-            f"app {spec!r} is a synchronous socketio.Server; siocluster needs "
-            "socketio.AsyncServer(async_mode='aiohttp')"
+            f"app factory {spec!r} returned a {type(result).__module__}."
+            f"{type(result).__qualname__}; " + _EXPECTED
         )
-    if callable(value) and depth == 0 and not isinstance(value, type):
-        try:
-            result = value()
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            raise AppLoadError(f"app factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
-        return await _resolve(result, spec, depth + 1)
-    raise AppLoadError(
-        f"app {spec!r} is a {type(value).__module__}.{type(value).__qualname__}; expected a "
-        "socketio.AsyncServer, an aiohttp.web.Application with one attached, or a "
-        "zero-argument callable returning either"
-    )
+    return loaded
 
 
-async def load_app(spec: str) -> LoadedApp:
+async def load_app(spec: str, *, factory: bool = False) -> LoadedApp:
     module_name, attr = split_app_spec(spec)
     if "" not in sys.path and sys.path[0] != ".":
         sys.path.insert(0, "")
@@ -113,4 +161,4 @@ async def load_app(spec: str) -> LoadedApp:
             raise AppLoadError(
                 f"module {module_name!r} has no attribute {attr!r} (app {spec!r})"
             ) from None
-    return await _resolve(value, spec)
+    return await _resolve(value, spec, factory=factory)

@@ -39,10 +39,11 @@ __all__ = ["ClientErrorFilter", "caused_by_client", "install_client_error_filter
 
 # Packages whose frames are "library" frames; with the standard library's.
 _LIBRARIES = frozenset({"engineio", "socketio", "aiohttp", "multidict", "yarl", "msgspec",
-                        "worker", "balancer", "supervisor", "uvloop"})
+                        "worker", "balancer", "supervisor", "uvloop", "uvicorn", "httptools",
+                        "websockets", "wsproto", "starlette", "fastapi", "anyio"})
 _INPUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, UnicodeError)
-# Where python-engineio, python-socketio and aiohttp log what a request raised.
-_LOGGERS = ("engineio.server", "socketio.server", "aiohttp.server")
+# Where python-engineio, python-socketio, aiohttp and uvicorn log what a request raised.
+_LOGGERS = ("engineio.server", "socketio.server", "aiohttp.server", "uvicorn.error")
 
 
 def _library_frame(module: str) -> bool:

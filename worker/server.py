@@ -1,4 +1,8 @@
-"""One worker: the user's Socket.IO app on aiohttp + uvloop, on a private Unix socket.
+"""One worker: the user's Socket.IO app on a private Unix socket, on uvloop.
+
+The app is served by an :class:`~worker.serving.AppServer`: aiohttp for
+aiohttp apps, uvicorn's protocols for ASGI apps; the runtime below does not
+know which.
 
 Lifecycle, owned by :class:`WorkerRuntime`:
 
@@ -6,18 +10,20 @@ Lifecycle, owned by :class:`WorkerRuntime`:
 2. import the app; on failure send :class:`BootFailed` and exit with
    :data:`BOOT_FAILED_EXIT` so the master stops instead of respawning;
 3. make Engine.IO mint routable sids, trust the master's X-Forwarded-* headers,
-   install the cross-worker adapter and subscribe it, listen;
+   install the cross-worker adapter and subscribe it, run the app's own
+   startup (aiohttp's on_startup, the ASGI lifespan), listen;
 4. send :class:`Ready`, then a :class:`Heartbeat` from the event loop;
 5. stop on :class:`Drain`, SIGTERM, or EOF on the control socket (the master is
    gone): close every Engine.IO session so clients reconnect elsewhere, then
-   shut aiohttp down.  :meth:`WorkerRuntime.stop` is the one place that order
-   is written.
+   close the server, whose last step is the app's own shutdown.
+   :meth:`WorkerRuntime.stop` is the one place that order is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -28,11 +34,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
-from balancer.forwarding import TrustedProxies, resolve_client
+from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
-from balancer.peer import Peer, PeerProtocol
 from balancer.sid import mint_sid
 from supervisor.config import Config, config_from_dict
 
@@ -44,8 +47,10 @@ from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .libcontract import check as check_library_contract
 from .libcontract import driver_table, replace_driver_table
+from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
+from .serving import AppServer, build_server
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
 from .sweep import drop_closed
 
@@ -54,44 +59,6 @@ __all__ = ["WorkerRuntime", "run_worker"]
 log = logging.getLogger("siocluster.worker")
 
 _MAX_HANDOFF_HEAD = 256 * 1024
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _forwarded_middleware(trusted: TrustedProxies) -> Any:
-    """Give the app the client's address, whichever way the connection came.
-
-    * Through the master's proxy (our Unix socket, which only the master can
-      reach: its directory is 0700): the master resolved the client and wrote
-      it as a single-entry X-Forwarded-For, so that is believed.
-    * Handed off by the master (a TCP socket whose peer is the client itself,
-      or shows the client a PROXY header named: see :mod:`balancer.peer`):
-      the client's own X-Forwarded-* headers are believed only when the peer is
-      one of ``[balancer] trusted_proxies``, exactly as the master would.  Such
-      a connection is closed after any answer but a 101, so a client cannot
-      keep it to bypass per-request routing.
-    """
-
-    @web.middleware
-    async def forwarded(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        handed_off = isinstance(peer, tuple)
-        xff = request.headers.get("X-Forwarded-For")
-        if not handed_off:
-            if xff:
-                proto = request.headers.get("X-Forwarded-Proto", "http")
-                request = request.clone(remote=xff, scheme=proto)
-            return await handler(request)
-        client = str(peer[0])  # type: ignore[index]
-        if client in trusted:
-            resolved = resolve_client(client, xff, trusted)
-            proto = request.headers.get("X-Forwarded-Proto", "http")
-            request = request.clone(remote=resolved, scheme=proto)
-        response = await handler(request)
-        if response.status != 101:
-            response.force_close()
-        return response
-
-    return forwarded
 
 
 class WorkerRuntime:
@@ -102,7 +69,7 @@ class WorkerRuntime:
         self.handshakes_total = 0
         self.messages_total = 0
         self.guards: Guards | None = None
-        self.runner: web.AppRunner | None = None
+        self.server: AppServer | None = None
         self.adapter: AdapterHandle | None = None
         self.stopping = asyncio.Event()
         self._stopped = False
@@ -114,18 +81,24 @@ class WorkerRuntime:
 
     # Wiring into python-engineio's public surface
 
-    def _instrument(self) -> None:
+    def _instrument(self, server: AppServer) -> None:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
         eio.generate_id = lambda: mint_sid(slot, generation)
         original = driver_table(eio)["translate_request"]
+        remote_of = server.remote_of
+        # The ASGI driver's translate_request is a coroutine, aiohttp's is not.
+        is_async = inspect.iscoroutinefunction(original)
 
-        def translate_request(request: web.Request) -> dict[str, Any]:
-            environ: dict[str, Any] = original(request)
-            if "sid=" not in environ["QUERY_STRING"]:
-                self.handshakes_total += 1
-            if request.remote:
-                environ["REMOTE_ADDR"] = request.remote
+        def translate_request(*args: Any) -> dict[str, Any]:
+            environ: dict[str, Any] = original(*args)
+            self._translated(environ, remote_of(args))
+            return environ
+
+        async def translate_asgi_request(*args: Any) -> dict[str, Any]:
+            environ: dict[str, Any] = await original(*args)
+            if environ:  # empty: the client went away before its request
+                self._translated(environ, remote_of(args))
             return environ
 
         on_message = eio.handlers.get("message")
@@ -136,16 +109,29 @@ class WorkerRuntime:
                 return await on_message(eio_sid, data)
 
             eio.handlers["message"] = counted
-        replace_driver_table(eio, translate_request=translate_request)
+        replace_driver_table(
+            eio, translate_request=translate_asgi_request if is_async else translate_request
+        )
         # One cap for polling bodies and WebSocket messages alike.
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
         self.guards = install_guards(self.loaded.sio, self.config)
-        trusted = TrustedProxies(self.config.balancer.trusted_proxies)
-        self.loaded.app.middlewares.insert(0, _forwarded_middleware(trusted))
+
+    def _translated(self, environ: dict[str, Any], remote: str | None) -> None:
+        if "sid=" not in environ["QUERY_STRING"]:
+            self.handshakes_total += 1
+        if remote:
+            environ["REMOTE_ADDR"] = remote
 
     async def start(self) -> None:
-        self._instrument()
+        config = self.config
+        self.server = server = build_server(
+            self.loaded,
+            TrustedProxies(config.balancer.trusted_proxies),
+            access_log=config.logging.access_log,
+            max_message_bytes=config.limits.max_message_bytes,
+        )
+        self._instrument(server)
         self.adapter = await install_adapter(
             self.loaded.sio,
             self.config,
@@ -153,25 +139,16 @@ class WorkerRuntime:
             generation=self.msg.generation,
             runtime_dir=self.msg.runtime_dir,
         )
-        self.runner = web.AppRunner(
-            self.loaded.app,
-            handle_signals=False,
-            access_log=log if self.config.logging.access_log else None,
-            # By the time aiohttp shuts down every session was closed; what is left
-            # are long-polls python-engineio never wakes after a client's close.
-            shutdown_timeout=1.0,
-        )
-        await self.runner.setup()
+        await server.start()  # the app's own startup: a failure is a boot failure
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.msg.socket_path)
-        site = web.UnixSite(self.runner, self.msg.socket_path)
-        await site.start()
+        await server.listen(self.msg.socket_path)
 
     def adopt_handoffs(self, channel: socket.socket) -> None:
-        """Take client sockets the master passes (SCM_RIGHTS) into our aiohttp server."""
+        """Take client sockets the master passes (SCM_RIGHTS) into the app's server."""
         loop = asyncio.get_running_loop()
-        assert self.runner is not None and self.runner.server is not None
-        server = self.runner.server
+        server = self.server
+        assert server is not None, "adopt_handoffs() after start()"
 
         def on_readable() -> None:
             while True:
@@ -191,25 +168,11 @@ class WorkerRuntime:
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
                     sock.setblocking(False)
-                    task = loop.create_task(self._adopt(server, sock, read, peer))
+                    task = loop.create_task(server.adopt(sock, read, peer))
                     self._adopting.add(task)
                     task.add_done_callback(self._adopting.discard)
 
         loop.add_reader(channel.fileno(), on_readable)
-
-    async def _adopt(
-        self, server: Any, sock: socket.socket, head: bytes, peer: Peer | None
-    ) -> None:
-        factory = server if peer is None else (lambda: PeerProtocol(server(), peer))
-        try:
-            _transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-                factory, sock
-            )
-        except OSError:
-            sock.close()
-            return
-        if head:
-            protocol.data_received(head)
 
     def connections(self) -> int:
         sockets = self.loaded.sio.eio.sockets
@@ -262,7 +225,12 @@ class WorkerRuntime:
         return changes
 
     async def stop(self, timeout_s: float) -> None:
-        """Close sessions (clients reconnect elsewhere), stop the adapter, then aiohttp."""
+        """Close sessions (clients reconnect elsewhere), stop the adapter, then the server.
+
+        The server goes last: it stops accepting, closes what connections are
+        left, then runs the app's own shutdown (aiohttp's on_shutdown and
+        on_cleanup, the ASGI lifespan shutdown), after the drain.
+        """
         if self._stopped:
             return
         self._stopped = True
@@ -283,8 +251,9 @@ class WorkerRuntime:
         ]
         if self.adapter is not None:
             steps.append(("adapter close", self.adapter.close, timeout_s))
-        if self.runner is not None:
-            steps.append(("aiohttp cleanup", self.runner.cleanup, timeout_s))
+        server = self.server
+        if server is not None:
+            steps.append(("server close", lambda: server.close(timeout_s), timeout_s + 2.0))
         for name, step, limit in steps:
             started = time.monotonic()
             try:
@@ -333,7 +302,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
 
     client_errors = install_client_error_filter()
     try:
-        loaded = await load_app(msg.app)
+        loaded = await load_app(msg.app, factory=config.cluster.factory)
         if problems := check_library_contract(loaded.sio):
             raise AppLoadError(
                 "siocluster was not built for the installed python-socketio/python-engineio "
@@ -351,7 +320,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     try:
         await runtime.start()
     except Exception as exc:
-        tb = traceback.format_exc()
+        tb = exc.details if isinstance(exc, LifespanFailed) else traceback.format_exc()
         error = f"worker {msg.slot} could not start app {msg.app!r}: {type(exc).__name__}: {exc}"
         writer.write(control.encode(control.BootFailed(error=error, traceback=tb)))
         with contextlib.suppress(ConnectionError):

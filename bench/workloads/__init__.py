@@ -19,10 +19,28 @@ __all__ = ["WORKLOADS", "Workload"]
 
 Workload = Callable[[Lab], Section]
 
+
+
+def _asgi(workload: Workload, name: str) -> Workload:
+    """The same workload on the ASGI app: the cluster against N plain uvicorn processes."""
+
+    def run(lab: Lab) -> Section:
+        section = workload(lab.serving("bench_asgi"))
+        section.workload = name
+        section.notes.append("app: socketio.ASGIApp; direct: N `uvicorn bench_asgi:app` "
+                             "(httptools, uvloop)")
+        return section
+
+    return run
+
+
 WORKLOADS: dict[str, Workload] = {
     "ws-echo": ws_echo,
     "fan-out": fanout,
     "connect-storm": connect_storm,
     "polling-echo": polling_echo,
     "idle-memory": idle_memory,
+    "ws-echo-asgi": _asgi(ws_echo, "ws-echo-asgi"),
+    "polling-echo-asgi": _asgi(polling_echo, "polling-echo-asgi"),
+    "connect-storm-asgi": _asgi(connect_storm, "connect-storm-asgi"),
 }

@@ -11,7 +11,8 @@ import socketio
 from worker.auth import CLAIMS_KEY, get_claims
 from worker.typed import typed
 
-sio = socketio.AsyncServer(async_mode="aiohttp")
+# The same app as an ASGI app (served by uvicorn's protocols) with SECURE_APP_ASYNC_MODE=asgi.
+sio = socketio.AsyncServer(async_mode=os.environ.get("SECURE_APP_ASYNC_MODE", "aiohttp"))
 handled: dict[str, int] = {}
 
 

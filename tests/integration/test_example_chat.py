@@ -89,8 +89,8 @@ class Tab:
         self.counts: list[dict[str, Any]] = []
         self.client.on("connections", self.counts.append)
 
-    async def open(self, url: str) -> Tab:
-        await self.client.connect(url, wait_timeout=10)
+    async def open(self, url: str, path: str = "socket.io") -> Tab:
+        await self.client.connect(url, wait_timeout=10, socketio_path=path)
         who: dict[str, Any] = await self.client.call("whoami", timeout=10)
         self.pid = who["pid"]
         return self
@@ -104,11 +104,11 @@ class Tab:
         return True
 
 
-async def tabs_on_two_workers(url: str) -> tuple[list[Tab], Tab, Tab]:
+async def tabs_on_two_workers(url: str, path: str = "socket.io") -> tuple[list[Tab], Tab, Tab]:
     """Open tabs until two sit on different workers (new sessions go to the least loaded)."""
     tabs: list[Tab] = []
     for _ in range(6):
-        tabs.append(await Tab().open(url))
+        tabs.append(await Tab().open(url, path))
         by_pid = {tab.pid: tab for tab in tabs}
         if len(by_pid) == 2:
             first, second = by_pid.values()

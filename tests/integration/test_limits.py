@@ -47,9 +47,10 @@ def test_handshake_rate_per_ip(tmp_path: Path) -> None:
         assert cluster.status()["balancer"]["rate_limited_429"] >= 1
 
 
-def test_oversize_bodies_and_messages(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["echo_app:app", "fastapi_wrapped:app"])
+def test_oversize_bodies_and_messages(tmp_path: Path, app: str) -> None:
     env = {"SIOCLUSTER_LIMITS_MAX_MESSAGE_BYTES": "10000"}
-    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster:
+    with start_cluster(app, workers=2, tmp_path=tmp_path, env=env) as cluster:
 
         async def main() -> None:
             async with aiohttp.ClientSession() as http:
@@ -158,13 +159,14 @@ def test_slowloris_on_a_keepalive_connection_gets_408(tmp_path: Path, first: byt
         still_serving(cluster)
 
 
-def test_max_sessions_per_ip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["echo_app:app", "fastapi_wrapped:app"])
+def test_max_sessions_per_ip(tmp_path: Path, app: str) -> None:
     """The cap counts sessions on every worker, by the client the balancer resolved."""
     env = {"SIOCLUSTER_LIMITS_MAX_SESSIONS_PER_IP": "3",
            "SIOCLUSTER_BALANCER_TRUSTED_PROXIES": "127.0.0.1"}
     capped = {"X-Forwarded-For": "203.0.113.5"}
     other = {"X-Forwarded-For": "203.0.113.6"}
-    with start_cluster(workers=2, tmp_path=tmp_path, env=env) as cluster:
+    with start_cluster(app, workers=2, tmp_path=tmp_path, env=env) as cluster:
 
         async def main() -> None:
             clients = []

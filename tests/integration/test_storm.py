@@ -15,13 +15,13 @@ import aiohttp
 import pytest
 
 from tests.cluster import start_cluster
-from tests.eio import connect_and_upgrade, ws_call
+from tests.eio import EIO_PATH, connect_and_upgrade, ws_call
 
 SESSIONS = int(os.environ.get("SIOCLUSTER_STORM_SESSIONS", "1000"))
 CONCURRENCY = 200
 
 
-async def storm(url: str) -> tuple[list[Any], list[str], set[int]]:
+async def storm(url: str, path: str = EIO_PATH) -> tuple[list[Any], list[str], set[int]]:
     connector = aiohttp.TCPConnector(limit=0)
     sockets: list[Any] = []
     failures: list[str] = []
@@ -32,7 +32,7 @@ async def storm(url: str) -> tuple[list[Any], list[str], set[int]]:
         async def one(i: int) -> None:
             async with gate:
                 try:
-                    _sid, ws = await connect_and_upgrade(http, url)
+                    _sid, ws = await connect_and_upgrade(http, url, path)
                     who = await ws_call(ws, "whoami")
                     pids.add(who["pid"])
                     sockets.append(ws)

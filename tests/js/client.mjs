@@ -5,6 +5,14 @@
 //       upgrade) and N more with transports: ["polling"]; each calls whoami and echo with
 //       acks. Prints one JSON line: {"default": RESULT, "polling": RESULT}.
 //
+//   node client.mjs broadcast URL [--clients N] [--path P]
+//       Connects N clients (websocket after the upgrade); the first emits "shout" with a
+//       unicode string and bytes; prints how many clients got it back intact, and the worker
+//       pids they were on (a broadcast across workers goes through the adapter).
+//
+//   Every command takes --path P: the Engine.IO path when the app mounts it elsewhere
+//   (for example /ws/socket.io/).
+//
 //   node client.mjs reconnect URL [--transports polling|default] [--timeout-ms MS]
 //       One client with default reconnection. Prints {"event": "ready", "pid": ...}, then waits
 //       for its worker to die (the test kills it), for socket.io-client to reconnect through the
@@ -17,24 +25,29 @@ import { io } from "socket.io-client";
 
 function parseArgs(argv) {
   const [command, url, ...rest] = argv;
-  const opts = { command, url, clients: 10, echoes: 3, timeoutMs: 10000, transports: "default" };
+  const opts = { command, url, clients: 10, echoes: 3, timeoutMs: 10000, transports: "default",
+                 path: null };
   for (let i = 0; i < rest.length; i += 2) {
     const [key, value] = [rest[i], rest[i + 1]];
     if (key === "--clients") opts.clients = Number(value);
     else if (key === "--echoes") opts.echoes = Number(value);
     else if (key === "--timeout-ms") opts.timeoutMs = Number(value);
     else if (key === "--transports") opts.transports = value;
+    else if (key === "--path") opts.path = value;
     else throw new Error(`unknown option ${key}`);
   }
-  if (!["sessions", "reconnect"].includes(command) || !url) {
-    throw new Error("usage: node client.mjs sessions|reconnect URL [options]");
+  if (!["sessions", "reconnect", "broadcast"].includes(command) || !url) {
+    throw new Error("usage: node client.mjs sessions|reconnect|broadcast URL [options]");
   }
   return opts;
 }
 
+let enginePath = null;
+
 function clientOptions(mode) {
   // forceNew: io() otherwise shares one Manager (one connection) between sockets to one URL.
   const options = { forceNew: true };
+  if (enginePath) options.path = enginePath;
   if (mode === "polling") options.transports = ["polling"];
   return options;
 }
@@ -147,6 +160,29 @@ async function sessions(opts) {
   return out;
 }
 
+async function broadcast(opts) {
+  const errors = [];
+  const sockets = Array.from({ length: opts.clients }, () => io(opts.url, clientOptions("default")));
+  try {
+    await Promise.all(sockets.map((s) => connect(s, opts.timeoutMs)));
+    const pids = await Promise.all(sockets.map(
+      (s) => s.timeout(opts.timeoutMs).emitWithAck("whoami").then((who) => who.pid)));
+    const payload = { text: "héllo ✓ 日本語 🎉", bytes: Buffer.from([0, 1, 2, 254, 255]) };
+    const got = sockets.map((s, i) => once(s, "shout", opts.timeoutMs).then(([data]) => data)
+      .catch((err) => { errors.push(`#${i} ${err.message}`); return null; }));
+    sockets[0].emit("shout", payload);
+    const received = (await Promise.all(got)).filter((d) => d && d.text === payload.text
+      && Buffer.isBuffer(d.bytes) && d.bytes.equals(payload.bytes)).length;
+    return { clients: sockets.length, received, pids: [...new Set(pids)].sort(),
+             transports: [...new Set(sockets.map((s) => s.io.engine.transport.name))], errors };
+  } catch (err) {
+    errors.push(err.message);
+    return { clients: sockets.length, received: 0, pids: [], errors };
+  } finally {
+    sockets.forEach((s) => s.disconnect());
+  }
+}
+
 function emit(line) {
   return new Promise((resolve) => process.stdout.write(`${JSON.stringify(line)}\n`, resolve));
 }
@@ -200,7 +236,9 @@ async function main() {
     process.stderr.write(`${err.message}\n`);
     process.exit(2);
   }
-  const result = opts.command === "sessions" ? await sessions(opts) : await reconnect(opts);
+  enginePath = opts.path;
+  const commands = { sessions, reconnect, broadcast };
+  const result = await commands[opts.command](opts);
   await emit(result);
   // Lingering reconnection timers must not keep the test waiting.
   process.exit(0);

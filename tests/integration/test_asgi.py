@@ -56,8 +56,8 @@ async def _whoami_until_both(url: str, path: str, transports: list[str]) -> list
             assert await client.call("echo", payload, timeout=5) == payload
             assert await client.call("echo", b"\x00\x01\xff", timeout=5) == b"\x00\x01\xff"
     finally:
-        for client in clients:
-            await disconnect(client)
+        # Together: each polling client's disconnect waits out its long-poll.
+        await asyncio.gather(*(disconnect(client) for client in clients))
     return seen
 
 
@@ -199,8 +199,7 @@ def test_polling_clients_share_keepalive_connections(tmp_path: Path) -> None:
                         pids |= {w["pid"] for w in whos}
                     assert len(pids) == 2
                 finally:
-                    for client in clients:
-                        await disconnect(client)
+                    await asyncio.gather(*(disconnect(client) for client in clients))
 
         asyncio.run(main())
         assert cluster.status()["balancer"]["session_unknown_400"] == 0

@@ -3,6 +3,7 @@
     python emitter_proc.py redis URL CHANNEL '[{"event": ..., "data": ..., ...}, ...]'
     python emitter_proc.py redis-sync URL CHANNEL '[...]'     (socketio.RedisManager)
     python emitter_proc.py amqp URL CHANNEL '[...]'
+    python emitter_proc.py kombu URL CHANNEL '[...]'          (socketio.KombuManager)
 
 Each item is passed to ``manager.emit(**item)`` as is (``data`` lists with
 ``"multi": true`` become a tuple: several arguments).  Prints ``SENT n``.
@@ -20,8 +21,12 @@ import socketio
 
 async def main(kind: str, url: str, channel: str, items: list[dict[str, Any]]) -> None:
     manager: Any
-    if kind == "redis-sync":
-        sync = socketio.RedisManager(url, channel=channel, write_only=True)
+    if kind in ("redis-sync", "kombu"):
+        sync: Any
+        if kind == "kombu":
+            sync = socketio.KombuManager(url, channel=channel, write_only=True)
+        else:
+            sync = socketio.RedisManager(url, channel=channel, write_only=True)
         for item in items:
             if item.pop("multi", False):
                 item["data"] = tuple(item["data"])

@@ -39,10 +39,11 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def pika_emit(url: str, channel: str, *items: dict[str, Any]) -> None:
-    """python-socketio's AsyncAioPikaManager(write_only=True), in another process."""
+def pika_emit(url: str, channel: str, *items: dict[str, Any], kind: str = "amqp") -> None:
+    """python-socketio's AsyncAioPikaManager(write_only=True), or with ``kind="kombu"``
+    its KombuManager(write_only=True), in another process."""
     out = subprocess.run(
-        [sys.executable, str(EMITTER), "amqp", url, channel, json.dumps(list(items))],
+        [sys.executable, str(EMITTER), kind, url, channel, json.dumps(list(items))],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert out.returncode == 0 and f"SENT {len(items)}" in out.stdout, out.stderr
@@ -75,9 +76,11 @@ def _ext(cluster: Cluster) -> str:
     return cluster.extra[cluster.extra.index("--emitter-channel") + 1]
 
 
-def test_aio_pika_manager_emits_reach_each_client_once(
-    cluster: Cluster, rabbitmq_server: RabbitMQServer
+@pytest.mark.parametrize("kind", ["amqp", "kombu"])
+def test_python_socketio_amqp_managers_emits_reach_each_client_once(
+    cluster: Cluster, rabbitmq_server: RabbitMQServer, kind: str
 ) -> None:
+    """AsyncAioPikaManager and KombuManager (Celery users' way), write-only."""
     async def main() -> None:
         a = await cluster.client(0, auth={"rooms": ["red"]})
         b = await cluster.client(1, auth={"rooms": ["red"]})
@@ -93,6 +96,7 @@ def test_aio_pika_manager_emits_reach_each_client_once(
                 {"event": "red_but_b", "data": "x", "room": "red", "skip_sid": b.sid()},
                 {"event": "to_c", "data": [1, "two"], "multi": True, "to": c.sid()},
                 {"event": "chat", "data": "hi", "namespace": "/chat"},
+                kind=kind,
             )
             await wait_for(lambda: all(x.got("fanout") for x in everyone), timeout_s=10)
             await wait_for(lambda: chat.got("chat", "/chat") and c.got("to_c")

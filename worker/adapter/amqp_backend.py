@@ -54,6 +54,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import ChannelClosed, PublishError
 
 from .buffer import OutageBuffer
+from .outage import Outages
 from .transport import AdapterState, Owner, TransportEvents
 
 __all__ = ["AmqpTransport"]
@@ -89,6 +90,7 @@ class AmqpTransport:
         self.exchange_name = channel
         self.queue_name = f"{channel}.node.{self.node}"
         self.buffer = OutageBuffer(max_age_s=outage_buffer_s, max_bytes=outage_buffer_bytes)
+        self.outage = Outages("rabbitmq", self.buffer, log)
         self.connect_timeout_s = connect_timeout_s
         self.start_timeout_s = start_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -103,15 +105,11 @@ class AmqpTransport:
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._urgent: tuple[bytes, str | None] | None = None
-        self._outage_started: float | None = None
-        self._overflow_logged = False
         self._refused = ""
         # Counters
         self.sent = 0
         self.undeliverable = 0
         self.errors = 0
-        self.outages = 0
-        self.reconnects = 0
 
     @staticmethod
     def routing_key(node: str | None) -> str:
@@ -126,18 +124,9 @@ class AmqpTransport:
             return
         log.info("amqp adapter %s: %s -> %s", self.node, self._state.name, new.name)
         if new == AdapterState.DEGRADED:
-            self._outage_started = time.monotonic()
-            self._overflow_logged = False
-            self.outages += 1
-            log.warning("rabbitmq is unreachable: serving local clients, buffering the rest")
-        elif new == AdapterState.CONNECTED and self._outage_started is not None:
-            self.reconnects += 1
-            log.warning(
-                "rabbitmq is back after %.1fs; %d frames buffered, %d dropped so far",
-                time.monotonic() - self._outage_started, len(self.buffer),
-                self.buffer.overflowed + self.buffer.expired,
-            )
-            self._outage_started = None
+            self.outage.began()
+        elif new == AdapterState.CONNECTED:
+            self.outage.ended()
         self._state = new
         if new == AdapterState.CONNECTED:
             self._healthy.set()
@@ -257,14 +246,7 @@ class AmqpTransport:
                 self._urgent = (frame, to)
                 self._wake.set()
             return
-        now = time.monotonic()
-        self.buffer.expire(now)
-        if not self.buffer.push(frame, to, now) and not self._overflow_logged:
-            self._overflow_logged = True
-            log.warning(
-                "amqp outage buffer full (%d bytes): dropping cross-worker messages",
-                self.buffer.bytes,
-            )
+        self.outage.buffer_frame(frame, to)
         self._wake.set()
 
     async def _publish(self, exchange: AbstractExchange, frame: bytes, to: str | None) -> None:
@@ -326,6 +308,6 @@ class AmqpTransport:
             "overflowed": self.buffer.overflowed,
             "overflowed_bytes": self.buffer.overflowed_bytes,
             "expired": self.buffer.expired,
-            "outages": self.outages,
-            "reconnects": self.reconnects,
+            "outages": self.outage.outages,
+            "reconnects": self.outage.reconnects,
         }

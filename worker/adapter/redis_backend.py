@@ -52,6 +52,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .buffer import OutageBuffer
+from .outage import Outages
 from .redis_url import DirectSpec, SentinelSpec, parse_redis_url
 from .transport import AdapterState, Owner, TransportEvents
 
@@ -90,6 +91,7 @@ class RedisTransport:
         self.channel = channel
         self.direct_channel = self.channel_for(self.node)
         self.buffer = OutageBuffer(max_age_s=outage_buffer_s, max_bytes=outage_buffer_bytes)
+        self.outage = Outages("redis", self.buffer, log)
         self.connect_timeout_s = connect_timeout_s
         self.start_timeout_s = start_timeout_s
         self.flush_grace_s = flush_grace_s
@@ -106,8 +108,6 @@ class RedisTransport:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reach = 0  # subscribers the last broadcast reached while healthy
-        self._outage_started: float | None = None
-        self._overflow_logged = False
         self._failed_once = False
         self._needs_gate = False
         self._urgent: tuple[bytes, str | None] | None = None
@@ -115,8 +115,6 @@ class RedisTransport:
         self.sent = 0
         self.undeliverable = 0
         self.errors = 0
-        self.outages = 0
-        self.reconnects = 0
 
     def channel_for(self, node: str | None) -> str:
         return self.channel if node is None else f"{self.channel}#{node}"
@@ -139,19 +137,10 @@ class RedisTransport:
             return
         log.info("redis adapter %s: %s -> %s", self.node, self._state.name, new.name)
         if new == AdapterState.DEGRADED:
-            self._outage_started = time.monotonic()
-            self._overflow_logged = False
             self._needs_gate = True
-            self.outages += 1
-            log.warning("redis is unreachable: serving local clients, buffering the rest")
-        elif new == AdapterState.CONNECTED and self._outage_started is not None:
-            self.reconnects += 1
-            log.warning(
-                "redis is back after %.1fs; %d frames buffered, %d dropped so far",
-                time.monotonic() - self._outage_started, len(self.buffer),
-                self.buffer.overflowed + self.buffer.expired,
-            )
-            self._outage_started = None
+            self.outage.began()
+        elif new == AdapterState.CONNECTED:
+            self.outage.ended()
         self._state = new
         if new == AdapterState.CONNECTED:
             self._healthy.set()
@@ -290,14 +279,7 @@ class RedisTransport:
                 self._urgent = (frame, to)
                 self._wake.set()
             return
-        now = time.monotonic()
-        self.buffer.expire(now)
-        if not self.buffer.push(frame, to, now) and not self._overflow_logged:
-            self._overflow_logged = True
-            log.warning(
-                "redis outage buffer full (%d bytes): dropping cross-worker messages",
-                self.buffer.bytes,
-            )
+        self.outage.buffer_frame(frame, to)
         self._wake.set()
 
     async def _send_forever(self) -> None:
@@ -405,7 +387,7 @@ class RedisTransport:
             "overflowed": self.buffer.overflowed,
             "overflowed_bytes": self.buffer.overflowed_bytes,
             "expired": self.buffer.expired,
-            "outages": self.outages,
-            "reconnects": self.reconnects,
+            "outages": self.outage.outages,
+            "reconnects": self.outage.reconnects,
         }
 

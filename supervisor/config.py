@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from balancer.config import BalancerConfig, LimitsConfig
+from worker.config import (
+    AdapterConfig,
+    AuthConfig,
+    LoggingConfig,
+    SocketIOConfig,
+    WorkerConfig,
+)
 
 from .exceptions import ConfigError
 
@@ -75,24 +82,6 @@ class AdminConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class AdapterConfig:
-    backend: Literal["local", "redis", "amqp", "none"] = "local"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    channel: str = "siocluster"
-    request_timeout_s: float = 5.0
-    heartbeat_interval_s: float = 1.0
-    outage_buffer_s: float = 30.0
-    outage_buffer_bytes: int = 1_048_576
-    # python-socketio's write-only managers publish here ("" turns it off).
-    emitter_channel: str = "socketio"
-    # amqp: external emits wait in a durable queue this long, this many at most.
-    emitter_queue_ttl_s: float = 300.0
-    emitter_queue_max: int = 100_000
-    emitter_consume_delay_s: float = 5.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class HealthConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 10.0
@@ -110,32 +99,6 @@ class HealthConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SocketIOConfig:
-    # Origins allowed to connect; ["*"] means any; empty keeps the app's own setting.
-    cors_allowed_origins: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class AuthConfig:
-    # JWT verification of every Socket.IO connection; off unless enabled.
-    enabled: bool = False
-    # Exactly one of: a shared secret or PEM public key file, or a JWKS file.
-    key_file: str = ""
-    jwks_file: str = ""
-    algorithms: tuple[str, ...] = ("RS256",)
-    audience: str = ""
-    issuer: str = ""
-    leeway_s: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LoggingConfig:
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
-    access_log: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     cluster: ClusterConfig = ClusterConfig()
     balancer: BalancerConfig = BalancerConfig()
@@ -149,6 +112,17 @@ class Config:
 
     def effective_workers(self) -> int:
         return self.cluster.workers or (os.cpu_count() or 1)
+
+    def for_worker(self) -> WorkerConfig:
+        """What a worker is told: its packages' sections, and the few timings it keeps."""
+        return WorkerConfig(
+            balancer=self.balancer, limits=self.limits, adapter=self.adapter,
+            socketio=self.socketio, auth=self.auth, logging=self.logging,
+            factory=self.cluster.factory,
+            graceful_timeout_s=self.cluster.graceful_timeout_s,
+            singleton_lease_s=self.cluster.singleton_lease_s,
+            heartbeat_interval_s=self.health.heartbeat_interval_s,
+        )
 
 
 SECTIONS: dict[str, type[Any]] = {

@@ -46,7 +46,7 @@ from worker.lease import Holder, LeaseTable
 
 from .admin import make_admin_app
 from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
-from .config import Config, config_to_dict, keep_restart_only
+from .config import Config, keep_restart_only
 from .emit import EmitBody, EmitRelay, Target
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
@@ -419,7 +419,7 @@ class Master:
                     socket_path=h.socket_path,
                     runtime_dir=self.runtime_dir,
                     app=self.app,
-                    config=config_to_dict(self.config),
+                    config=self.config.for_worker(),
                     master_pid=os.getpid(),
                 )
             )

@@ -52,8 +52,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from supervisor.config import AuthConfig
-
+from .config import AuthConfig
 from .exceptions import AuthConfigError
 
 __all__ = [

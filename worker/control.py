@@ -28,6 +28,7 @@ from typing import Any
 
 import msgspec
 
+from .config import WorkerConfig
 from .framing import FrameDecoder as _Frames
 from .framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 
@@ -65,7 +66,7 @@ class Configure(msgspec.Struct, tag="configure", frozen=True):
     socket_path: str
     runtime_dir: str
     app: str
-    config: dict[str, dict[str, Any]]
+    config: WorkerConfig
     master_pid: int
 
 

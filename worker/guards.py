@@ -38,8 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from socketio.exceptions import ConnectionRefusedError as SioConnectionRefused
 
-from supervisor.config import Config
-
+from .config import WorkerConfig
 from .exceptions import WorkerError
 from .libcontract import server_hook, set_server_hook
 from .ratelimit import EventRateLimiter, Verdict
@@ -60,7 +59,7 @@ class Guards:
     """The guards of one Socket.IO server, and their counters."""
 
     def __init__(
-        self, sio: Any, config: Config, *, clock: Callable[[], float] = time.monotonic
+        self, sio: Any, config: WorkerConfig, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.sio = sio
         self.config = config
@@ -214,7 +213,7 @@ class Guards:
             self.counters["rate_limited_dropped"] += 1
 
 
-def install_guards(sio: Any, config: Config) -> Guards:
+def install_guards(sio: Any, config: WorkerConfig) -> Guards:
     """Apply [socketio], [auth] and per-socket [limits] settings to ``sio``.
 
     Raises :class:`worker.auth.AuthConfigError` (naming the ``auth.*`` key)

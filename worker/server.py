@@ -37,11 +37,11 @@ from typing import Any
 from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
-from supervisor.config import Config, config_from_dict
 
 from . import control
 from .adapter import AdapterHandle, install_adapter
 from .app_loader import LoadedApp, load_app
+from .config import WorkerConfig
 from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
@@ -62,7 +62,7 @@ _MAX_HANDOFF_HEAD = 256 * 1024
 
 
 class WorkerRuntime:
-    def __init__(self, msg: control.Configure, config: Config, loaded: LoadedApp) -> None:
+    def __init__(self, msg: control.Configure, config: WorkerConfig, loaded: LoadedApp) -> None:
         self.msg = msg
         self.config = config
         self.loaded = loaded
@@ -296,13 +296,13 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     msg = await messages.next()
     if not isinstance(msg, control.Configure):
         return 1
-    config = config_from_dict(msg.config, "control channel")
+    config = msg.config  # typed and checked by msgspec on the way in
     configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
     loop = asyncio.get_running_loop()
 
     client_errors = install_client_error_filter()
     try:
-        loaded = await load_app(msg.app, factory=config.cluster.factory)
+        loaded = await load_app(msg.app, factory=config.factory)
         if problems := check_library_contract(loaded.sio):
             raise AppLoadError(
                 "siocluster was not built for the installed python-socketio/python-engineio "
@@ -331,7 +331,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)
         runtime.adopt_handoffs(channel)
-    drain_timeout = config.cluster.graceful_timeout_s
+    drain_timeout = config.graceful_timeout_s
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
@@ -339,8 +339,8 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     started_singletons = start_singletons(
         loaded.sio, writer, backend_name=config.adapter.backend,
         redis_url=config.adapter.redis_url, channel=config.adapter.channel,
-        lease_s=config.cluster.singleton_lease_s,
-        heartbeat_s=config.health.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
+        lease_s=config.singleton_lease_s,
+        heartbeat_s=config.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
     )
     if started_singletons is not None:
         runtime.singletons, runtime.master_leases = started_singletons
@@ -367,7 +367,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
 
     tasks = [
         asyncio.create_task(read_control()),
-        asyncio.create_task(_heartbeats(runtime, writer, config.health.heartbeat_interval_s)),
+        asyncio.create_task(_heartbeats(runtime, writer, config.heartbeat_interval_s)),
         asyncio.create_task(_watch_master(msg.master_pid)),
         asyncio.create_task(runtime.stopping.wait()),
     ]

@@ -89,7 +89,7 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
             "emitter_queue_ttl_s": args.emitter_queue_ttl_s,
             "emitter_consume_delay_s": args.emitter_consume_delay_s,
         }
-    })
+    }).for_worker()
     handle = await install_adapter(
         sio, config, slot=args.slot, generation=args.generation, runtime_dir=args.runtime_dir
     )

@@ -42,3 +42,23 @@ def test_garbage_is_a_frame_error() -> None:
         FrameDecoder().feed(b"\x00\x00\x00\x02{}")
     with pytest.raises(FrameError):
         FrameDecoder().feed(b"\xff\xff\xff\xff")
+
+
+def test_the_worker_config_travels_typed() -> None:
+    from supervisor.config import config_from_dict
+    from worker.control import Configure, FrameDecoder, FrameError
+
+    config = config_from_dict({"limits": {"max_message_bytes": 123},
+                               "auth": {"algorithms": ["HS256"]},
+                               "cluster": {"graceful_timeout_s": 7.5}}).for_worker()
+    msg = Configure(slot=1, generation=2, socket_path="/s", runtime_dir="/r", app="a:b",
+                    config=config, master_pid=9)
+    [back] = FrameDecoder().feed(encode(msg))
+    assert back == msg
+    assert back.config.limits.max_message_bytes == 123
+    assert back.config.auth.algorithms == ("HS256",)
+    assert back.config.graceful_timeout_s == 7.5
+    wrong = encode(msg).replace(b'"max_message_bytes":123', b'"max_message_bytes":"x"')
+    wrong = len(wrong[4:]).to_bytes(4, "big") + wrong[4:]
+    with pytest.raises(FrameError, match="max_message_bytes"):
+        FrameDecoder().feed(wrong)

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import socketio
 
-from supervisor.config import Config, config_from_dict
+from supervisor.config import config_from_dict
 from supervisor.exceptions import ConfigError
 from tests.worker.live_server import client, serve
 from tests.worker.tokens import AUDIENCE, ISSUER, Keys, make_keys, rs256
 from worker.auth import CLAIMS_KEY, ENVIRON_CLAIMS_KEY, get_claims
+from worker.config import WorkerConfig
 from worker.guards import RATE_LIMITED_EVENT, Guards, install_guards
 
 
@@ -23,13 +24,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return make_keys(tmp_path_factory.mktemp("keys"))
 
 
-def auth_config(keys: Keys, **limits: Any) -> Config:
+def auth_config(keys: Keys, **limits: Any) -> WorkerConfig:
     data: dict[str, Any] = {"auth": {"enabled": True, "key_file": str(keys.pem_file),
                                      "algorithms": ["RS256"], "audience": AUDIENCE,
                                      "issuer": ISSUER}}
     if limits:
         data["limits"] = limits
-    return config_from_dict(data)
+    return config_from_dict(data).for_worker()
 
 
 def refusal_catcher(c: socketio.AsyncClient) -> list[Any]:
@@ -171,7 +172,7 @@ def test_none_algorithm_is_refused_with_the_config(keys: Keys) -> None:
 def test_auth_disabled_touches_nothing() -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp")
     trigger, handle = sio._trigger_event, sio._handle_event
-    guards = install_guards(sio, Config())
+    guards = install_guards(sio, WorkerConfig())
     assert (sio._trigger_event, sio._handle_event) == (trigger, handle)
     assert guards.status() == {"typed_invalid_payload": 0, "typed_ok": 0}
 
@@ -189,7 +190,7 @@ def rate_server(action: str) -> tuple[socketio.AsyncServer, Guards, list[int]]:
 
     config = config_from_dict({"limits": {"event_rate_per_socket": 5.0,
                                           "event_rate_action": action}})
-    return sio, install_guards(sio, config), handled
+    return sio, install_guards(sio, config.for_worker()), handled
 
 
 def test_rate_limit_drop(tmp_path: Path) -> None:
@@ -258,5 +259,6 @@ def test_rate_limit_disconnect() -> None:
 )
 def test_cors_setting(configured: list[str], app_value: Any, expected: Any) -> None:
     sio = socketio.AsyncServer(async_mode="aiohttp", cors_allowed_origins=app_value)
-    install_guards(sio, config_from_dict({"socketio": {"cors_allowed_origins": configured}}))
+    install_guards(sio, config_from_dict(
+        {"socketio": {"cors_allowed_origins": configured}}).for_worker())
     assert sio.eio.cors_allowed_origins == expected

@@ -30,8 +30,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from supervisor.config import Config
-
+from ..config import WorkerConfig
 from .amqp_backend import AmqpTransport
 from .amqp_emitter import AmqpEmitSource
 from .envelope import Codec
@@ -80,7 +79,7 @@ class _NoAdapter:
         return None
 
 
-def _transport(config: Config, slot: int, generation: int, runtime_dir: str) -> Transport:
+def _transport(config: WorkerConfig, slot: int, generation: int, runtime_dir: str) -> Transport:
     ac = config.adapter
     if ac.backend == "local":
         return LocalTransport(
@@ -104,7 +103,7 @@ def _transport(config: Config, slot: int, generation: int, runtime_dir: str) -> 
 
 
 async def install_adapter(
-    sio: Any, config: Config, *, slot: int, generation: int, runtime_dir: str
+    sio: Any, config: WorkerConfig, *, slot: int, generation: int, runtime_dir: str
 ) -> AdapterHandle:
     """Replace ``sio.manager`` and subscribe; call inside the running loop, before listening."""
     ac = config.adapter

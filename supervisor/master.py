@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import random
-import resource
 import shutil
 import socket
 import tempfile
@@ -35,7 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import psutil
 from aiohttp import web
 
 from balancer.frontdoor import FrontDoor
@@ -68,6 +66,7 @@ from .plan import (
 )
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
+from .sampling import Sampler, recycle_cause
 from .singletons import SingletonBook, may_acquire
 from .state import WorkerState
 
@@ -80,11 +79,6 @@ _SAMPLE_EVERY_S = 2.0
 _NO_IDLE_LIMIT_S = 365 * 86400.0
 # Exits we asked for: the slot is not restarted for them.
 _RETIRED = frozenset({ExitCause.RELOAD, ExitCause.SCALE, ExitCause.SHUTDOWN})
-
-
-def _soft_limit(value: int) -> int:
-    """0 for an unlimited soft limit (nothing to warn against)."""
-    return 0 if value == resource.RLIM_INFINITY or value < 0 else value
 
 
 def _writable(h: WorkerHandle) -> bool:
@@ -118,7 +112,7 @@ class Master:
         self._recycling: dict[int, WorkerHandle] = {}  # slot -> old handle awaiting its successor
         self._reload_queue: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._psutil: dict[int, psutil.Process] = {}
+        self._sampler = Sampler()
         self.balancer = Balancer(config.balancer, config.limits, self)
         self._balancer_runner: web.ServerRunner | None = None
         self._front_door: FrontDoor | None = None
@@ -529,7 +523,7 @@ class Master:
             log.warning("singleton %r: holder worker %d pid %d exited; lease free",
                         name, h.slot, h.pid)
         self.singletons.holder_exited(h.pid)
-        self._psutil.pop(h.pid, None)
+        self._sampler.forget(h.pid)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING
         h.state = WorkerState.STOPPED if drained else WorkerState.DEAD
@@ -592,66 +586,36 @@ class Master:
     def _ever_ready(self) -> bool:
         return any(r.ever_ready for r in self.slots.values())
 
-    # Sampling (psutil) and the RSS / lifetime policies
+    # Sampling (psutil) and the RSS / lifetime policies (supervisor/sampling.py)
 
     def _sample(self, now: float) -> None:
-        health = self.config.health
         for h in self.handles:
-            proc = self._psutil.get(h.pid)
-            try:
-                if proc is None:
-                    proc = self._psutil[h.pid] = psutil.Process(h.pid)
-                    proc.cpu_percent(None)
-                with proc.oneshot():
-                    h.sample = {
-                        "rss_bytes": proc.memory_info().rss,
-                        "cpu_percent": proc.cpu_percent(None),
-                        "fds": proc.num_fds(),
-                        "fd_limit": _soft_limit(proc.rlimit(psutil.RLIMIT_NOFILE)[0]),
-                        "threads": proc.num_threads(),
-                    }
-            except psutil.Error:
+            if not self._sampler.sample(h):
                 continue
             if h.state is not WorkerState.READY or h.stop_cause is not None:
                 continue
             if self._recycling.get(h.slot) is h:
                 continue  # its successor is already starting: count the recycle once
-            if health.max_rss_mb and h.sample["rss_bytes"] > health.max_rss_mb * 1024 * 1024:
+            ready_for = None if h.ready_mono is None else now - h.ready_mono
+            cause = recycle_cause(h.sample["rss_bytes"], ready_for, h.generation,
+                                  self.config.health)
+            if cause is ExitCause.RSS:
                 log.warning(
                     "worker %d pid %d RSS %.0f MB over max_rss_mb=%d",
-                    h.slot, h.pid, h.sample["rss_bytes"] / 1048576, health.max_rss_mb,
+                    h.slot, h.pid, h.sample["rss_bytes"] / 1048576, self.config.health.max_rss_mb,
                 )
-                self._count_restart(ExitCause.RSS)
-                self._recycle(h, ExitCause.RSS)
-            elif health.max_lifetime_s and h.ready_mono is not None:
-                jitter = (h.generation % 1000) / 1000 * health.lifetime_jitter_s
-                if now - h.ready_mono > health.max_lifetime_s + jitter:
-                    self._count_restart(ExitCause.LIFETIME)
-                    self._recycle(h, ExitCause.LIFETIME)
+            if cause is not None:
+                self._count_restart(cause)
+                self._recycle(h, cause)
 
     def _count_restart(self, cause: ExitCause) -> None:
         self.restart_causes[cause] = self.restart_causes.get(cause, 0) + 1
 
     def master_sample(self) -> dict[str, Any]:
-        proc = psutil.Process()
-        with proc.oneshot():
-            return {
-                "pid": proc.pid,
-                "rss_bytes": proc.memory_info().rss,
-                "cpu_percent": proc.cpu_percent(None),
-                "fds": proc.num_fds(),
-                "fd_limit": _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]),
-                "threads": proc.num_threads(),
-            }
+        return self._sampler.master()
 
     def fd_usage(self) -> list[FdUsage]:
-        """Open descriptors against their limit: the master's now, the workers' last sample."""
-        usages = [FdUsage("master", psutil.Process().num_fds(),
-                          _soft_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0]))]
-        for h in self.handles:
-            if "fds" in h.sample:
-                usages.append(FdUsage(f"worker {h.slot}", h.sample["fds"], h.sample["fd_limit"]))
-        return usages
+        return self._sampler.fd_usage(self.handles)
 
     # Shutdown: the one place the order is written
 

@@ -40,7 +40,6 @@ from balancer.frontdoor import FrontDoor
 from balancer.proxy import Balancer
 from balancer.routing import WorkerView
 from worker import control
-from worker.lease import Holder, LeaseTable
 
 from .admin import make_admin_app
 from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
@@ -49,6 +48,7 @@ from .emit import EmitBody, EmitRelay, Target
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
+from .leasedesk import LeaseDesk
 from .plan import (
     DropSlot,
     FinishRecycle,
@@ -67,7 +67,6 @@ from .plan import (
 from .policy import Action, ExitCause, decide_restart, describe_exit
 from .process import spawn_worker
 from .sampling import Sampler, recycle_cause
-from .singletons import SingletonBook, may_acquire
 from .state import WorkerState
 
 __all__ = ["Master"]
@@ -120,9 +119,8 @@ class Master:
         self.restart_causes: dict[str, int] = {}
         self.ports = (config.balancer.port, config.admin.port)  # (public, admin) once bound
         # @singleton leases of this host (local backend) and what workers report of them.
-        self.leases = LeaseTable(config.cluster.singleton_lease_s)
-        self._hostname = socket.gethostname()
-        self.singletons = SingletonBook(self._hostname)
+        self.lease_desk = LeaseDesk(config.cluster.singleton_lease_s, socket.gethostname())
+        self.singletons = self.lease_desk.book
         self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
 
     # WorkerDirectory, for the balancer
@@ -449,11 +447,14 @@ class Master:
                 self.singletons.observe(msg.singletons)
             self._invalidate()
         elif isinstance(msg, control.LeaseRequest):
-            self._on_lease_request(h, msg, now)
+            reply = self.lease_desk.request(
+                h, msg, self._lease_standing(h),
+                [self._lease_standing(o) for o in self.handles if o is not h],
+                now=now, wall=time.time())
+            if h.writer is not None and not h.writer.is_closing():
+                h.writer.write(control.encode(reply))
         elif isinstance(msg, control.LeaseRelease):
-            if self.leases.release(msg.name, self._lease_key(h), msg.token):
-                log.info("singleton %r released by worker %d pid %d", msg.name, h.slot, h.pid)
-                self.singletons.vacate(msg.name, msg.token)
+            self.lease_desk.release(h, msg)
         elif isinstance(msg, control.Ready):
             if h.state is not WorkerState.STARTING:
                 return
@@ -475,37 +476,12 @@ class Master:
         elif isinstance(msg, control.BootFailed):
             h.boot_error, h.boot_traceback = msg.error, msg.traceback
 
-    # Singleton leases (local backend; the rules are in worker.lease)
-
-    @staticmethod
-    def _lease_key(h: WorkerHandle) -> str:
-        return f"{h.slot}.{h.generation:x}"
+    # Singleton leases (local backend): supervisor/leasedesk.py decides
 
     def _lease_standing(self, h: WorkerHandle) -> tuple[bool, bool]:
         serving = h.state is WorkerState.READY and h.stop_cause is None
         leaving = h.slot in self._reload_queue or self._recycling.get(h.slot) is h
         return serving, leaving
-
-    def _on_lease_request(self, h: WorkerHandle, msg: control.LeaseRequest, now: float) -> None:
-        holder = Holder(self._lease_key(h), self._hostname, h.slot, h.pid)
-        eligible = msg.eligible and may_acquire(
-            self._lease_standing(h), [self._lease_standing(o) for o in self.handles if o is not h]
-        )
-        decision = self.leases.request(msg.name, holder, eligible=eligible, now=now,
-                                       wall=time.time())
-        current = None
-        if decision.current is not None:
-            g = decision.current
-            current = control.LeaseView(host=g.holder.host, slot=g.holder.slot,
-                                        pid=g.holder.pid, token=g.token, since=g.since)
-        if decision.new_tenure and current is not None:
-            log.info("singleton %r granted to worker %d pid %d (token %d)",
-                     msg.name, h.slot, h.pid, current.token)
-            self.singletons.granted(msg.name, current)
-        writer = h.writer
-        if writer is not None and not writer.is_closing():
-            writer.write(control.encode(control.LeaseReply(
-                name=msg.name, seq=msg.seq, granted=decision.granted, current=current)))
 
     def _on_exit(self, h: WorkerHandle) -> None:
         returncode = h.process.poll()
@@ -519,10 +495,7 @@ class Master:
         self.handles.remove(h)
         self.emit_relay.worker_gone(h)
         self.balancer.forget(h.slot, h.generation)
-        for name in self.leases.forget(self._lease_key(h)):
-            log.warning("singleton %r: holder worker %d pid %d exited; lease free",
-                        name, h.slot, h.pid)
-        self.singletons.holder_exited(h.pid)
+        self.lease_desk.holder_exited(h)
         self._sampler.forget(h.pid)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING

@@ -64,7 +64,7 @@ from .plan import (
     WorkerFacts,
     plan,
 )
-from .policy import Action, ExitCause, decide_restart, describe_exit
+from .policy import Action, ExitCause, classify_exit, decide_restart
 from .process import spawn_worker
 from .sampling import Sampler, recycle_cause
 from .state import WorkerState
@@ -502,13 +502,7 @@ class Master:
         h.state = WorkerState.STOPPED if drained else WorkerState.DEAD
         self._invalidate()
         record = self._slot(h.slot)
-        if h.boot_error is not None:
-            cause, text = ExitCause.BOOT_FAILED, f"failed to boot: {h.boot_error}"
-        elif h.stop_cause is not None:
-            cause = h.stop_cause
-            text = f"stopped ({h.stop_cause}), {describe_exit(returncode, killed_by_us=True)[1]}"
-        else:
-            cause, text = describe_exit(returncode, killed_by_us=False)
+        cause, text = classify_exit(returncode, h.stop_cause, h.boot_error)
         record.last_exit = text
         if expected or self.stopping:
             log.info("worker %d pid %d %s", h.slot, h.pid, text)

@@ -22,7 +22,7 @@ from enum import StrEnum
 
 from .config import HealthConfig
 
-__all__ = ["Action", "Decision", "ExitCause", "decide_restart", "describe_exit"]
+__all__ = ["Action", "Decision", "ExitCause", "classify_exit", "decide_restart", "describe_exit"]
 
 
 class ExitCause(StrEnum):
@@ -92,3 +92,14 @@ def decide_restart(
             Action.BACKOFF, delay, f"flapping: {count} restarts within {health.flap_window_s:g}s"
         )
     return Decision(Action.RESTART, delay, "restart")
+
+
+def classify_exit(returncode: int, stop_cause: ExitCause | None,
+                  boot_error: str | None) -> tuple[ExitCause, str]:
+    """Why a worker exited, and the sentence the log and /status show."""
+    if boot_error is not None:
+        return ExitCause.BOOT_FAILED, f"failed to boot: {boot_error}"
+    if stop_cause is not None:
+        how = describe_exit(returncode, killed_by_us=True)[1]
+        return stop_cause, f"stopped ({stop_cause}), {how}"
+    return describe_exit(returncode, killed_by_us=False)

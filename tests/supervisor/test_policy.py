@@ -3,7 +3,7 @@ from __future__ import annotations
 import signal
 
 from supervisor.config import HealthConfig
-from supervisor.policy import Action, ExitCause, decide_restart, describe_exit
+from supervisor.policy import Action, ExitCause, classify_exit, decide_restart, describe_exit
 
 H = HealthConfig(backoff_initial_s=0.1, backoff_max_s=10, flap_window_s=60,
                  flap_max_restarts=3, fail_max_restarts=5)
@@ -48,3 +48,11 @@ def test_describe_exit() -> None:
     assert describe_exit(-signal.SIGKILL, killed_by_us=True)[0] is ExitCause.SIGNAL
     assert describe_exit(-signal.SIGSEGV, killed_by_us=False)[1] == "killed by SIGSEGV"
     assert describe_exit(1, killed_by_us=False) == (ExitCause.EXIT, "exited with code 1")
+
+
+def test_classify_exit() -> None:
+    assert classify_exit(3, None, "cannot import app") == (
+        ExitCause.BOOT_FAILED, "failed to boot: cannot import app")
+    cause, text = classify_exit(-signal.SIGTERM, ExitCause.RELOAD, None)
+    assert cause is ExitCause.RELOAD and text.startswith("stopped (reload), ")
+    assert classify_exit(1, None, None) == describe_exit(1, killed_by_us=False)

@@ -63,13 +63,14 @@ from typing import Any, Protocol, TypeVar, overload
 from socketio import AsyncManager
 
 from ..libcontract import server_hook, set_server_hook
+from .delivery import looks_like_sid, plan_delivery
 from .envelope import Codec, Envelope, MsgType, ParsedFrame, parse_header, serialize
 from .exceptions import AdapterError, EncodingError, ProtocolError, RequestTimeout
 from .external import ExternalClose, ExternalEmit, ExternalOp, ExternalRooms, Refused
 from .peers import PeerTable
 from .requests import RequestTable
 from .sequence import Deduplicator, Sequencer, Verdict
-from .transport import AdapterState, Owner, Transport
+from .transport import AdapterState, Transport
 
 __all__ = ["ClusterManager", "ExternalSource", "ServerSideHandler", "SocketInfo"]
 
@@ -81,7 +82,6 @@ Room = str | int
 
 # A forwarded ack whose client never answers is forgotten after this long.
 ACK_TTL_S = 300.0
-_SID_RANDOM_CHARS = 20  # balancer.sid.mint_sid: token_urlsafe(15)
 
 
 class ExternalSource(Protocol):
@@ -130,13 +130,6 @@ def _as_args(data: Any) -> list[Any]:
     if data is None:
         return []
     return [data]
-
-
-def _looks_like_sid(room: Room) -> bool:
-    if not isinstance(room, str):
-        return False
-    parts = room.split(".", 2)
-    return len(parts) == 3 and len(parts[2]) == _SID_RANDOM_CHARS
 
 
 class ClusterManager(AsyncManager):  # type: ignore[misc]
@@ -404,30 +397,12 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
     def _plan(
         self, nsp: str, targets: tuple[Room, ...]
     ) -> list[tuple[str | None, tuple[Room, ...]]]:
-        """Where a selector must go besides this worker: ``[(node or None, rooms)]``."""
-        if not targets:
-            return [(None, ())]
-        local_sids = self.rooms.get(nsp, {}).get(None, {})
-        by_node: dict[str, list[Room]] = {}
-        broadcast: list[Room] = []
-        for room in targets:
-            if room in local_sids:
-                continue
-            owner = (
-                self.transport.owner_of(room)
-                if isinstance(room, str) and _looks_like_sid(room)
-                else Owner.ANY
-            )
-            if owner is Owner.GONE:
-                self.undeliverable += 1
-            elif owner is Owner.ANY:
-                broadcast.append(room)
-            else:
-                by_node.setdefault(owner, []).append(room)
-        if broadcast:
-            rooms = broadcast + [r for node_rooms in by_node.values() for r in node_rooms]
-            return [(None, tuple(rooms))]
-        return [(node, tuple(rooms)) for node, rooms in by_node.items()]
+        """Where a selector must go besides this worker (see :mod:`.delivery`)."""
+        deliveries, gone = plan_delivery(
+            targets, self.rooms.get(nsp, {}).get(None, {}), self.transport.owner_of
+        )
+        self.undeliverable += gone
+        return [(d.node, d.rooms) for d in deliveries]
 
     def _send_selected(
         self, kind: MsgType, nsp: str, data: Any,
@@ -609,7 +584,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         for node, rooms in plan:
             ack_id = 0
             if callback is not None:
-                single = len(targets) == 1 and _looks_like_sid(targets[0])
+                single = len(targets) == 1 and looks_like_sid(targets[0])
                 ack_id = self._register_ack(callback, node, once=single)
             try:
                 self._send(MsgType.BROADCAST, namespace, [event, args, ack_id],

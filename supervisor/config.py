@@ -128,6 +128,13 @@ class Config:
     def effective_workers(self) -> int:
         return self.cluster.workers or (os.cpu_count() or 1)
 
+    def host_id(self) -> str:
+        """This host's id in sids: "" unless several hosts form the cluster."""
+        c = self.cluster
+        if not c.advertise:
+            return ""
+        return c.host_id or derived_host_id(c.advertise)
+
     def for_worker(self) -> WorkerConfig:
         """What a worker is told: its packages' sections, and the few timings it keeps."""
         return WorkerConfig(
@@ -137,6 +144,7 @@ class Config:
             graceful_timeout_s=self.cluster.graceful_timeout_s,
             singleton_lease_s=self.cluster.singleton_lease_s,
             heartbeat_interval_s=self.health.heartbeat_interval_s,
+            host_id=self.host_id(),
         )
 
 

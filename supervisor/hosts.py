@@ -20,10 +20,13 @@ say); :class:`RedisHostRegistry` is the thin Redis side.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +34,11 @@ from redis.exceptions import RedisError
 
 from worker.redis_client import redis_client
 
+from .config import Config
 from .exceptions import ConfigError
 
-__all__ = ["HostBook", "HostInfo", "HostRegistryError", "RedisHostRegistry"]
+__all__ = ["HostBook", "HostInfo", "HostRegistryError", "HostsService", "RedisHostRegistry",
+           "hosts_service"]
 
 log = logging.getLogger("siocluster.hosts")
 
@@ -221,3 +226,84 @@ class RedisHostRegistry:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+class HostsService:
+    """The master's side of multi-host mode: join at start, renew and list, leave at stop.
+
+    ``counts`` gives this host's (workers, connections) for its registration.
+    Redis trouble after start never stops the master: the last listing stays in
+    force (hosts already known keep being forwarded to) and /health says why.
+    """
+
+    def __init__(self, url: str, channel: str, host_id: str, advertise: str, lease_s: float,
+                 counts: Callable[[], tuple[int, int]]) -> None:
+        self.host_id = host_id
+        self.book = HostBook(me=host_id)
+        self.registry = RedisHostRegistry(url, channel, host_id, advertise, lease_s)
+        self.renew_every_s = lease_s / 3
+        self.list_every_s = min(1.0, self.renew_every_s)
+        self._counts = counts
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        try:
+            await self.registry.register(*self._counts(), first=True)
+            self.book.update(await self.registry.hosts(), time.monotonic())
+        except (RedisError, OSError) as exc:
+            await self.registry.close()
+            raise HostRegistryError(
+                f"cluster.advertise: cannot register this host in Redis "
+                f"(adapter.redis_url): {type(exc).__name__}: {exc}"
+            ) from None
+        except HostRegistryError:
+            await self.registry.close()
+            raise
+        log.info("host %s joined the cluster at %s; hosts: %s", self.host_id,
+                 self.registry.advertise, ", ".join(sorted(self.book.live)))
+        self._task = asyncio.create_task(self._run(), name="hosts")
+
+    async def _run(self) -> None:
+        renewed = time.monotonic()
+        while True:
+            await asyncio.sleep(self.list_every_s)
+            now = time.monotonic()
+            try:
+                if now - renewed >= self.renew_every_s:
+                    await self.registry.register(*self._counts())
+                    renewed = now
+                joined, left = self.book.update(await self.registry.hosts(), now)
+            except HostRegistryError as exc:
+                self.book.registry_error = str(exc)
+                log.error("%s", exc)
+                continue
+            except (RedisError, OSError) as exc:
+                if self.book.registry_error is None:
+                    log.warning("host registry: Redis did not answer: %s", exc)
+                self.book.registry_error = f"Redis did not answer: {type(exc).__name__}"
+                continue
+            if self.book.registry_error is not None:
+                log.info("host registry: Redis answers again")
+                self.book.registry_error = None
+            for host_id in joined:
+                log.info("host %s joined at %s", host_id, self.book.live[host_id].advertise)
+            for host_id in left:
+                log.warning("host %s left the cluster", host_id)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.registry.deregister()
+        await self.registry.close()
+
+
+def hosts_service(config: Config, counts: Callable[[], tuple[int, int]]) -> HostsService | None:
+    """The service for multi-host mode, or None when this host is the whole cluster."""
+    host_id = config.host_id()
+    if not host_id:
+        return None
+    c = config.cluster
+    return HostsService(config.adapter.redis_url, config.adapter.channel, host_id, c.advertise,
+                        c.host_lease_s, counts)

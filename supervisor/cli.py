@@ -162,6 +162,12 @@ def render_status(doc: dict[str, Any]) -> str:
         errors = f", {single['errors']} errors" if single.get("errors") else ""
         lines.append(f"singleton {single['name']}: {where} "
                      f"({single['handovers']} handovers{errors})")
+    for host in doc.get("hosts", []):
+        me = " (this host)" if host["self"] else ""
+        reach = "" if host["reachable"] else "  UNREACHABLE"
+        lines.append(f"host {host['id']} at {host['address']}{me}: {host['workers']} workers, "
+                     f"{host['connections']} connections, seen {host['last_seen_s']}s ago"
+                     f"{reach}")
     b = doc["balancer"]
     lines.append(
         f"balancer: {b['requests']} requests, {b['handshakes']} handshakes, "

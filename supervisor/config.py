@@ -282,10 +282,13 @@ def _check_hosts(config: Config, source: str) -> None:
 
 
 def parse_advertise(value: str) -> tuple[str, int]:
-    """``"HOST:PORT"`` (``"[v6]:PORT"`` for IPv6) as a (host, port) pair."""
+    """``"HOST:PORT"`` (``"[v6]:PORT"`` for IPv6) as a (host, port) pair.
+
+    Port 0 means the port the balancer bound (``balancer.port``, which may be 0 too).
+    """
     host, sep, port_text = value.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT (e.g. \"10.0.0.5:8000\")")
     return host, int(port_text)
 

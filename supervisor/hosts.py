@@ -246,7 +246,11 @@ class HostsService:
         self._counts = counts
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, bound_port: int) -> None:
+        """Join; an advertised port 0 becomes ``bound_port``, the balancer's own."""
+        host, _sep, port = self.registry.advertise.rpartition(":")
+        if port == "0":
+            self.registry.advertise = f"{host}:{bound_port}"
         try:
             await self.registry.register(*self._counts(), first=True)
             self.book.update(await self.registry.hosts(), time.monotonic())

@@ -242,7 +242,7 @@ class Master:
 
     async def _join_hosts(self, hosts: HostsService) -> None:
         try:
-            await hosts.start()
+            await hosts.start(self.ports[0])
         except HostRegistryError as exc:
             self.hosts = None  # never joined: nothing to leave
             raise Halt(2, str(exc)) from None

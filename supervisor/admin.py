@@ -241,6 +241,38 @@ class _MasterCollector(Collector):
         yield from adapter.values()
         yield from _singleton_metrics(m)
         yield from _emit_metrics(m)
+        if m.hosts is not None:
+            yield from _host_metrics(m)
+
+
+def _host_metrics(m: Master) -> Iterable[Metric]:
+    link = m.balancer.hosts
+    requests = CounterMetricFamily(
+        "siocluster_forwarded_requests", "Requests forwarded to the host their sid names, "
+        "by peer host and kind (http, websocket)", labels=["peer", "kind"],
+    )
+    sent = CounterMetricFamily(
+        "siocluster_forwarded_bytes", "Bytes of forwarded HTTP requests and their answers, "
+        "by peer host", labels=["peer", "direction"],
+    )
+    errors = CounterMetricFamily(
+        "siocluster_forward_errors", "Forwards a peer host did not answer (502)",
+        labels=["peer"],
+    )
+    for peer, stats in sorted(link.peers.items()):
+        requests.add_metric([peer, "http"], stats.requests)
+        requests.add_metric([peer, "websocket"], stats.upgrades)
+        sent.add_metric([peer, "out"], stats.bytes_out)
+        sent.add_metric([peer, "in"], stats.bytes_in)
+        errors.add_metric([peer], stats.errors)
+    refused = CounterMetricFamily(
+        "siocluster_forwards_refused", "Requests that claimed to be forwarded by a host of "
+        "the cluster and failed the check (403)",
+    )
+    refused.add_metric([], link.refused)
+    hosts = GaugeMetricFamily("siocluster_hosts", "Live hosts of the cluster, this one included")
+    hosts.add_metric([], len(m.live_hosts()))
+    yield from (requests, sent, errors, refused, hosts)
 
 
 def _singleton_metrics(m: Master) -> Iterable[Metric]:

@@ -116,6 +116,12 @@ class HostBook:
             self.unreachable.pop(host_id, None)
         return joined, left
 
+    def note_forward(self, host_id: str, error: str | None) -> None:
+        if error is None:
+            self.unreachable.pop(host_id, None)
+        elif host_id in self.live:
+            self.unreachable[host_id] = error
+
     def address(self, host_id: str) -> str | None:
         info = self.live.get(host_id)
         return info.advertise if info is not None and host_id != self.me else None

@@ -113,7 +113,8 @@ class Master:
         self._reload_queue: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sampler = Sampler()
-        self.balancer = Balancer(config.balancer, config.limits, self)
+        self.balancer = Balancer(config.balancer, config.limits, self,
+                                 peer_token=config.cluster.peer_token)
         self._balancer_runner: web.ServerRunner | None = None
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -160,6 +161,10 @@ class Master:
 
     def peer_address(self, host: str) -> str | None:
         return self.hosts.book.address(host) if self.hosts is not None else None
+
+    def note_peer(self, host: str, error: str | None) -> None:
+        if self.hosts is not None:
+            self.hosts.book.note_forward(host, error)
 
     def socket_path(self, slot: int, generation: int) -> str:
         return os.path.join(self.runtime_dir, f"worker-{slot}-{generation:x}.sock")

@@ -39,6 +39,7 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
     "log_format": ("logging", "format"),
     "websocket": ("balancer", "websocket"),
     "factory": ("cluster", "factory"),
+    "advertise": ("cluster", "advertise"),
 }
 
 
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     run.add_argument("--websocket", choices=["tunnel", "handoff"])
+    run.add_argument("--advertise", metavar="HOST:PORT",
+                     help="several hosts: where the others reach this host's balancer "
+                          "(needs --adapter redis and a peer token)")
     _add_config_flags(run)
 
     status = sub.add_parser("status", help="show the workers of a running cluster")

@@ -121,6 +121,15 @@ def test_a_host_id_clash_is_refused(redis_server: RedisServer, tmp_path: Path) -
         assert [h["id"] for h in a.status()["hosts"]] == ["ca"]
 
 
+def test_advertise_flag(redis_server: RedisServer) -> None:
+    env = host_env(redis_server, "fl", "flag")
+    del env["SIOCLUSTER_CLUSTER_ADVERTISE"]
+    env["SIOCLUSTER_ADAPTER_BACKEND"] = "local"
+    shown = run_cli("run", "echo_app:app", "--port", "0", "--admin-port", "0",
+                    "--advertise", "127.0.0.1:0", env=env)
+    assert shown.returncode == 2 and "cluster.advertise needs adapter.backend" in shown.stderr
+
+
 @pytest.mark.parametrize("env,message", [
     ({"SIOCLUSTER_ADAPTER_BACKEND": "local"}, "cluster.advertise needs adapter.backend"),
     ({"SIOCLUSTER_CLUSTER_PEER_TOKEN": "short"}, "at least 32 characters"),

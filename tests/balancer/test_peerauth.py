@@ -44,3 +44,18 @@ def test_token_rules() -> None:
     assert token_error("x" * 32) is None
     assert "required" in (token_error("") or "")
     assert "at least 32" in (token_error("short") or "")
+
+
+def test_host_link_signs_a_header_line_and_counts_refusals() -> None:
+    from balancer.hostforward import HostLink, split_address
+
+    link = HostLink("h1", TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
+    line = link.sign("GET", TARGET, "203.0.113.7")
+    name, _, value = line.decode().partition(": ")
+    assert name == "x-siocluster-forward"
+    other = HostLink("h2", TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
+    claim = other.verify(value, "GET", TARGET)
+    assert claim is not None and claim.from_host == "h1" and claim.client_ip == "203.0.113.7"
+    assert other.verify(value, "POST", TARGET) is None and other.refused == 1
+    assert split_address("[2001:db8::1]:8000") == ("2001:db8::1", 8000)
+    assert split_address("10.0.0.5:80") == ("10.0.0.5", 80)

@@ -451,6 +451,10 @@ class FrontProtocol(asyncio.Protocol):
             self._to_aiohttp(req.head() + req.rest)
             return
         b.stats.requests += 1
+        if req.upgrade:
+            # Past its head the parser reads no more HTTP: a refused upgrade
+            # (400, 429, 503) closes the connection after its answer.
+            req.keep_alive = False
         path, _, query = req.url.partition(b"?")
         sid = extract_sid(query.decode("latin-1")) if b"sid=" in query else None
         decision = route(sid, b.directory.views())
@@ -460,7 +464,8 @@ class FrontProtocol(asyncio.Protocol):
             else:
                 b.stats.no_worker += 1
             self._answer(error_response(decision.status, decision.body,
-                                        content_type=decision.content_type.encode()))
+                                        content_type=decision.content_type.encode(),
+                                        close=not req.keep_alive))
             return
         client = self._client_ip
         if b.trusted and req.xff is not None:
@@ -472,7 +477,8 @@ class FrontProtocol(asyncio.Protocol):
                 status, message, retry_after = refusal
                 body = json.dumps({"code": status, "message": message}).encode()
                 self._answer(error_response(status, body,
-                                            headers=((b"Retry-After", retry_after.encode()),)))
+                                            headers=((b"Retry-After", retry_after.encode()),),
+                                            close=not req.keep_alive))
                 return
             b.directory.note_handshake(decision.slot, decision.generation)
             b.stats.handshakes += 1
@@ -600,8 +606,8 @@ class FrontProtocol(asyncio.Protocol):
         extra: list[bytes] = []
         if length is not None:
             extra.append(b"Content-Length: %d" % length)
-        elif status in (204, 304) or status < 200:
-            pass
+        elif status in (204, 304) or status < 200 or (req is not None and req.method == b"HEAD"):
+            pass  # no body
         elif req is not None and req.version == "1.1":
             extra.append(b"Transfer-Encoding: chunked")
             self._chunk_out = True

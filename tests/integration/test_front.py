@@ -108,6 +108,21 @@ def test_refusals_on_a_kept_alive_connection(cluster: Cluster) -> None:
     still_serving(cluster)
 
 
+def test_a_refused_upgrade_on_a_kept_alive_connection_closes_it(cluster: Cluster) -> None:
+    """The parser reads no HTTP past an upgrade's head: refused, the connection ends
+    (aiohttp's client would otherwise reuse a connection nobody reads)."""
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"}"):
+            answer += s.recv(4096)
+        s.sendall(b"GET /socket.io/?EIO=4&transport=websocket&sid=nope HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        refused = _read_until_close(s)
+    assert refused.startswith(b"HTTP/1.1 400") and b"Connection: close" in refused, refused
+
+
 def test_the_aiohttp_server_is_still_a_switch_away(tmp_path: Path) -> None:
     env = {"SIOCLUSTER_BALANCER_HTTP": "aiohttp"}
     with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:

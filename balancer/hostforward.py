@@ -5,7 +5,7 @@ host, the request goes to that host's balancer, at the address it advertises
 in the host registry:
 
 * polling and the app's HTTP requests over pooled keep-alive TCP connections
-  (:class:`PeerPool`, the same lean client the balancer uses for its workers);
+  (:func:`peer_pool`, the same lean client the balancer uses for its workers);
 * a WebSocket upgrade as a byte tunnel (:mod:`balancer.tunnel`): the owner
   host's balancer hands the socket to its worker as usual, and this host
   relays bytes until either side closes.
@@ -21,18 +21,16 @@ that carries the header and fails the check is answered 403 and counted.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
-from .exceptions import UpstreamError, UpstreamUnreachable
+from .exceptions import UpstreamError
 from .peerauth import FORWARD_HEADER, ForwardClaim, sign_forward, verify_forward
-from .upstream import UpstreamPool, UpstreamResponse, _Conn
+from .upstream import UpstreamPool, UpstreamResponse
 
-__all__ = ["FORWARD_HEADER_BYTES", "HostLink", "PeerPool", "PeerStats", "split_address"]
+__all__ = ["FORWARD_HEADER_BYTES", "HostLink", "PeerStats", "peer_pool", "split_address"]
 
 FORWARD_HEADER_BYTES = FORWARD_HEADER.encode()
-_MAX_HEAD = 64 * 1024
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -40,22 +38,10 @@ def split_address(address: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-class PeerPool(UpstreamPool):
+def peer_pool(address: str, *, connect_timeout_s: float, read_timeout_s: float) -> UpstreamPool:
     """Keep-alive connections to another host's balancer, over TCP."""
-
-    def __init__(self, address: str, *, connect_timeout_s: float, read_timeout_s: float) -> None:
-        super().__init__(address, connect_timeout_s=connect_timeout_s,
-                         read_timeout_s=read_timeout_s)
-        self.host, self.port = split_address(address)
-
-    async def _connect(self) -> _Conn:
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port,
-                                                               limit=_MAX_HEAD)
-        except (OSError, TimeoutError) as exc:
-            raise UpstreamUnreachable(f"cannot connect to {self.path}: {exc!r}") from None
-        return _Conn(reader, writer, 0.0)
+    return UpstreamPool(address, connect_timeout_s=connect_timeout_s,
+                        read_timeout_s=read_timeout_s, tcp=split_address(address))
 
 
 @dataclass
@@ -77,7 +63,7 @@ class HostLink:
     read_timeout_s: float
     peers: dict[str, PeerStats] = field(default_factory=dict)
     refused: int = 0  # requests that claimed to be forwards and were not
-    _pools: dict[str, PeerPool] = field(default_factory=dict)
+    _pools: dict[str, UpstreamPool] = field(default_factory=dict)
 
     def sign(self, method: str, target: str, client: str, client_port: int = 0) -> bytes:
         value = sign_forward(self.token, self.host_id, time.time(), client, client_port,
@@ -96,13 +82,17 @@ class HostLink:
             stats = self.peers[host] = PeerStats()
         return stats
 
-    async def request(self, host: str, address: str, head: bytes,
-                      body: bytes) -> UpstreamResponse:
+    def pool(self, address: str) -> UpstreamPool:
         pool = self._pools.get(address)
         if pool is None:
-            pool = self._pools[address] = PeerPool(
+            pool = self._pools[address] = peer_pool(
                 address, connect_timeout_s=self.connect_timeout_s,
                 read_timeout_s=self.read_timeout_s)
+        return pool
+
+    async def request(self, host: str, address: str, head: bytes,
+                      body: bytes) -> UpstreamResponse:
+        pool = self.pool(address)
         stats = self.stats(host)
         stats.requests += 1
         stats.bytes_out += len(head) + len(body)

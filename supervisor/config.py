@@ -80,6 +80,10 @@ class AdminConfig:
     port: int = 8001
     # Bearer token; required when host is not loopback.
     token: str = ""
+    # The Socket.IO Admin UI (python-socketio's instrument()) in every worker,
+    # on the /admin namespace; its password ("": the admin token).
+    socketio_admin_ui: bool = False
+    socketio_admin_ui_password: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +127,9 @@ class Config:
             graceful_timeout_s=self.cluster.graceful_timeout_s,
             singleton_lease_s=self.cluster.singleton_lease_s,
             heartbeat_interval_s=self.health.heartbeat_interval_s,
+            socketio_admin_ui=self.admin.socketio_admin_ui,
+            socketio_admin_ui_secret=(self.admin.socketio_admin_ui_password or self.admin.token
+                                      if self.admin.socketio_admin_ui else ""),
         )
 
 
@@ -130,7 +137,7 @@ SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
 }
 _ENV_PREFIX = "SIOCLUSTER_"
-_SECRET_KEYS = {("admin", "token")}
+_SECRET_KEYS = {("admin", "token"), ("admin", "socketio_admin_ui_password")}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -218,6 +225,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     config = Config(**sections)
     if config.cluster.singleton_lease_s <= 0:
         raise ConfigError(f"{source}: cluster.singleton_lease_s must be more than 0")
+    if config.admin.socketio_admin_ui and not (
+            config.admin.socketio_admin_ui_password or config.admin.token):
+        raise ConfigError(
+            f"{source}: admin.socketio_admin_ui needs admin.socketio_admin_ui_password "
+            "(or admin.token): the Admin UI can disconnect clients and read their headers")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
     for entry in config.balancer.trusted_proxies:

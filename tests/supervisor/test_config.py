@@ -140,3 +140,16 @@ def test_reload_keeps_what_only_a_restart_changes() -> None:
     effective, kept = keep_restart_only(old, load_config(None, env=env))
     assert kept == ["cluster.singleton_lease_s"]
     assert effective.cluster.singleton_lease_s == 5.0 and effective.cluster.graceful_timeout_s == 3
+
+
+def test_the_admin_ui_needs_a_password_or_the_token_and_the_worker_gets_the_secret() -> None:
+    with pytest.raises(ConfigError, match=r"needs admin\.socketio_admin_ui_password"):
+        config_from_dict({"admin": {"socketio_admin_ui": True}}, "c.toml")
+    by_token = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t"}})
+    assert by_token.for_worker().socketio_admin_ui_secret == "t"
+    by_password = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t",
+                                              "socketio_admin_ui_password": "p"}})
+    worker = by_password.for_worker()
+    assert (worker.socketio_admin_ui, worker.socketio_admin_ui_secret) == (True, "p")
+    assert Config().for_worker().socketio_admin_ui_secret == ""  # off: no secret sent
+    assert "'p'" not in str(config_to_dict(by_password, redact=True))

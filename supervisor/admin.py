@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Reload, Scale, Stop
-from .dashboard import PUBLIC_PATHS, add_dashboard_routes
+from .dashboard import PUBLIC_PATHS, DashboardCollector, add_dashboard_routes
 from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
@@ -380,5 +380,5 @@ def make_admin_app(master: Master) -> web.Application:
     app.router.add_post("/stop", stop)
     app.router.add_post("/scale", scale)
     app.router.add_post("/emit", emit)
-    add_dashboard_routes(app, master, status_document)
+    registry.register(DashboardCollector(add_dashboard_routes(app, master, status_document)))
     return app

@@ -34,14 +34,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from balancer.proxy import LATENCY_BUCKETS_S
 
@@ -53,7 +56,10 @@ from .state import WorkerState
 if TYPE_CHECKING:
     from .master import Master
 
-__all__ = ["PUBLIC_PATHS", "Dashboard", "add_dashboard_routes", "hosts_document"]
+__all__ = ["PUBLIC_PATHS", "Dashboard", "DashboardCollector", "add_dashboard_routes",
+           "hosts_document"]
+
+log = logging.getLogger("siocluster.dashboard")
 
 TICK_S = 1.0
 MAX_STREAMS = 32
@@ -153,9 +159,15 @@ class Dashboard:
         self._notify()
 
     async def run(self) -> None:
+        failing = False
         while True:
-            with contextlib.suppress(Exception):  # a bad tick must not end the charts
+            try:
                 self.tick()
+                failing = False
+            except Exception:  # a bad tick must not end the charts; say so once
+                if not failing:
+                    log.exception("dashboard tick failed")
+                failing = True
             await asyncio.sleep(TICK_S)
 
     # Streams
@@ -171,7 +183,7 @@ class Dashboard:
         self._closing = True
         self._notify()
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncGenerator[dict[str, Any], None]:
         """One ``state`` message now, then one per tick or event; everything new each time."""
         wake = asyncio.Event()
         self._wake.add(wake)
@@ -202,6 +214,18 @@ class Dashboard:
         return len(self._wake)
 
 
+class DashboardCollector(Collector):
+    """``siocluster_dashboard_streams``: open streams (0 once every page is closed)."""
+
+    def __init__(self, dashboard: Dashboard) -> None:
+        self.dashboard = dashboard
+
+    def collect(self) -> list[Metric]:
+        gauge = GaugeMetricFamily("siocluster_dashboard_streams", "Open /dashboard streams")
+        gauge.add_metric([], self.dashboard.streams)
+        return [gauge]
+
+
 def add_dashboard_routes(app: web.Application, master: Master,
                          status: Callable[[Master], dict[str, Any]]) -> Dashboard:
     """``status`` builds the /status document (:func:`supervisor.admin.status_document`)."""
@@ -223,10 +247,15 @@ def add_dashboard_routes(app: web.Application, master: Master,
             "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff",
         })
         await response.prepare(request)
-        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-            async for message in dashboard.messages():
+        messages = dashboard.messages()
+        try:
+            async for message in messages:
                 data = json.dumps(message, separators=(",", ":"))
                 await response.write(f"data: {data}\n\n".encode())
+        except ConnectionError:
+            pass  # the page went away
+        finally:
+            await messages.aclose()  # forget this stream now, not at garbage collection
         return response
 
     async def drain(request: web.Request) -> web.Response:

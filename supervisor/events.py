@@ -102,10 +102,6 @@ class Observation:
     balancer: Mapping[str, int] = field(default_factory=dict)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def observed_changes(before: Observation, after: Observation
                      ) -> list[tuple[str, Level, str, int | None]]:
     """Pure: ``(kind, level, text, slot)`` for each change worth an event.
@@ -126,8 +122,7 @@ def observed_changes(before: Observation, after: Observation
     for name, meaning in BALANCER_REFUSALS.items():
         grew = after.balancer.get(name, 0) - before.balancer.get(name, 0)
         if grew > 0:
-            out.append(("guard", "warning", f"balancer: {_plural(grew, 'more')} {meaning}",
-                        None))
+            out.append(("guard", "warning", f"balancer: {meaning}: {grew}", None))
     backend = after.backend or "adapter"
     for key, state in sorted(after.adapters.items()):
         if key not in before.adapters:

@@ -328,8 +328,7 @@ function renderCharts(now) {
     drawChart(node, spec.series(), now);
   }
   const span = chartSpan(now);
-  $("chart-span").textContent = span >= WINDOW_S ? "last 10 minutes"
-    : `since the dashboard's history began, ${spanLabel(span).slice(1)} ago (up to 10 minutes)`;
+  $("chart-span").textContent = `last ${spanLabel(span).slice(1)}`;
 }
 
 function chartSpan(now) {

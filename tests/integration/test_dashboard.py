@@ -95,6 +95,7 @@ def test_page_is_public_its_stream_and_actions_need_the_token(cluster: Cluster) 
     pids = {w["pid"] for w in first["status"]["workers"]}
     assert pids == cluster.worker_pids() and len(pids) == 2
     assert first["hosts"][0]["workers_ready"] == 2 and first["points"] and first["events"]
+    eventually(lambda: streams(cluster) == 0, 5.0, what="the closed stream is forgotten")
 
     # Actions: the token, and no cross-site browser POST even with it.
     assert http(cluster.admin_url + "/drain", method="POST", body=b'{"slot": 0}')[0] == 401
@@ -104,6 +105,13 @@ def test_page_is_public_its_stream_and_actions_need_the_token(cluster: Cluster) 
     for bad, code in ((b'{"slot": "x"}', 400), (b'{"slot": 7}', 404),
                       (b'{"slot": 0, "pid": 1}', 409)):
         assert http(cluster.admin_url + "/drain", method="POST", token=TOKEN, body=bad)[0] == code
+
+
+def streams(cluster: Cluster) -> float:
+    _, _, text = http(cluster.admin_url + "/metrics", token=TOKEN)
+    line = next(ln for ln in text.decode().splitlines()
+                if ln.startswith("siocluster_dashboard_streams "))
+    return float(line.split()[1])
 
 
 class Load:
@@ -302,6 +310,7 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
     assert TOKEN not in cluster.log(), "the token must never be logged"
     eventually(lambda: seen["drained_pid"] not in cluster.worker_pids(), 15.0,
                what="the drained worker exits")
+    eventually(lambda: streams(cluster) == 0, 5.0, what="the browser's stream is forgotten")
     cluster.wait_ready(2)
 
 

@@ -553,9 +553,12 @@ class Master:
         backoff = decision.action is Action.BACKOFF
         record.park(WorkerState.BACKOFF if backoff else WorkerState.DEAD,
                     restart_at=now + decision.delay_s, reason=decision.reason if backoff else None)
+        log.warning(
+            "worker %d pid %d %s; restarting in %.1fs%s",
+            h.slot, h.pid, text, decision.delay_s,
+            f" ({decision.reason})" if decision.action is Action.BACKOFF else "",
+        )
         why = f" ({decision.reason})" if backoff else ""
-        log.warning("worker %d pid %d %s; restarting in %.1fs%s",
-                    h.slot, h.pid, text, decision.delay_s, why)
         self.events.add("restart", f"worker {h.slot} pid {h.pid} {text}; "
                         f"restarting in {decision.delay_s:.1f}s{why}", level="warning",
                         slot=h.slot)
@@ -579,8 +582,10 @@ class Master:
         """An operator's drain: the successor starts first, then the worker drains."""
         active = [h for h in self._active(slot) if pid is None or h.pid == pid]
         if not active or slot in self._recycling:
-            log.info("drain of worker %d%s ignored: %s", slot, "" if pid is None else f" pid {pid}",
-                     "already being replaced" if active else "no such worker")
+            who = f"worker {slot}" + ("" if pid is None else f" pid {pid}")
+            why = "already being replaced" if active else "no such worker"
+            log.info("drain of %s ignored: %s", who, why)
+            self.events.add("drain", f"drain of {who} ignored: {why}", slot=slot)
             return
         self._recycle(active[-1], ExitCause.DRAIN)
 

@@ -33,7 +33,7 @@ import socketio
 import websockets
 
 from tests.clients import disconnect
-from tests.cluster import Cluster, free_port, start_cluster
+from tests.cluster import Cluster, free_port, run_cli, start_cluster
 from tests.integration.test_example_chat import DevTools, blank_page
 from tests.integration.test_js_client import npm_install
 from tests.system import missing
@@ -105,6 +105,9 @@ def test_page_is_public_its_stream_and_actions_need_the_token(cluster: Cluster) 
     for bad, code in ((b'{"slot": "x"}', 400), (b'{"slot": 7}', 404),
                       (b'{"slot": 0, "pid": 1}', 409)):
         assert http(cluster.admin_url + "/drain", method="POST", token=TOKEN, body=bad)[0] == code
+    done = run_cli("drain", "7", "--admin-port", str(cluster.admin_port),
+                   env={"SIOCLUSTER_ADMIN_TOKEN": TOKEN})
+    assert json.loads(done.stdout) == {"error": "no running worker in slot 7"}, done.stderr
 
 
 def streams(cluster: Cluster) -> float:

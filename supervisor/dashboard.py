@@ -71,7 +71,7 @@ _STATIC = {
     "/app.js": ("dashboard.js", "application/javascript"),
     "/app.css": ("dashboard.css", "text/css"),
 }
-PUBLIC_PATHS = frozenset(f"/dashboard{suffix}" for suffix in _STATIC)
+PUBLIC_PATHS = frozenset({*(f"/dashboard{suffix}" for suffix in _STATIC), "/dashboard/"})
 _HEADERS = {
     # The page loads only its own files and talks only to this listener; no
     # form may submit anywhere (the token form is handled in script).
@@ -286,8 +286,13 @@ def add_dashboard_routes(app: web.Application, master: Master,
     async def closing(_app: web.Application) -> None:
         dashboard.close()
 
-    for path in PUBLIC_PATHS:
-        app.router.add_get(path, page)
+    async def slash(_request: web.Request) -> web.Response:
+        # The page's links are relative to /dashboard, not /dashboard/.
+        raise web.HTTPFound("../dashboard")
+
+    for suffix in _STATIC:
+        app.router.add_get(f"/dashboard{suffix}", page)
+    app.router.add_get("/dashboard/", slash)
     app.router.add_get("/dashboard/stream", stream)
     app.router.add_post("/drain", drain)
     app.cleanup_ctx.append(ticker)

@@ -188,6 +188,7 @@ class Master:
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
             self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
+        log.info("dashboard: http://%s:%d/dashboard", a.host, self.ports[1])
         try:
             await self._main_loop()
         finally:

@@ -79,6 +79,8 @@ def test_page_is_public_its_stream_and_actions_need_the_token(cluster: Cluster) 
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "form-action 'none'" in headers["Content-Security-Policy"]
     assert b"https://" not in page and b"//cdn" not in page, "no CDN: assets ship in the package"
+    assert http(cluster.admin_url + "/dashboard/")[2] == page  # redirected
+    assert f"dashboard: http://127.0.0.1:{cluster.admin_port}/dashboard" in cluster.log()
     for asset, kind in (("/dashboard/app.js", "application/javascript"),
                         ("/dashboard/app.css", "text/css")):
         status, headers, body = http(cluster.admin_url + asset)

@@ -304,6 +304,8 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
     shown = {(r["pid"], r["state"]) for r in seen["rows"]}
     assert {(pid, "ready") for pid in seen["pids"]} <= shown, seen["rows"]
     assert int(seen["connections"]) >= 4, seen
+    print(f"SIGKILL to restart event and replacement row on the page: "
+          f"{seen['restart_seen_s']:.2f} s")
     assert seen["restart_seen_s"] < 2.0, seen
     assert seen["drain_result"] == "drain: accepted", seen
     assert seen["stored_token"] == TOKEN  # this tab's sessionStorage, nowhere else

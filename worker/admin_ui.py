@@ -38,7 +38,7 @@ from typing import Any
 from socketio.async_admin import InstrumentedAsyncServer
 from socketio.exceptions import ConnectionRefusedError as SioConnectionRefused
 
-from .adapter.exceptions import RequestTimeout
+from .adapter.exceptions import AdapterError, RequestTimeout
 from .libcontract import admin_stats_loop
 
 __all__ = ["ADMIN_NAMESPACE", "SOCKETS_EVENT", "ClusterAdmin", "password_matches"]
@@ -79,11 +79,14 @@ class ClusterAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
     def local_sockets(self) -> list[dict[str, Any]]:
         """This worker's sockets, as the Admin UI shows them."""
         manager = self.sio.manager
-        return [
-            self.serialize_socket(sid, nsp, eio_sid)
-            for nsp in list(manager.get_namespaces())
-            for sid, eio_sid in list(manager.get_participants(nsp, None))
-        ]
+        sockets = []
+        for nsp in list(manager.get_namespaces()):
+            for sid, eio_sid in list(manager.get_participants(nsp, None)):
+                try:
+                    sockets.append(self.serialize_socket(sid, nsp, eio_sid))
+                except KeyError:
+                    continue  # its Engine.IO session closed meanwhile
+        return sockets
 
     # The Admin UI's handlers (registered by instrument(); these override them)
 
@@ -110,7 +113,10 @@ class ClusterAdmin(InstrumentedAsyncServer):  # type: ignore[misc]
             try:
                 answers = await ask(SOCKETS_EVENT)
             except RequestTimeout as exc:
-                answers = exc.results
+                answers = exc.results  # the workers that answered in time
+            except AdapterError as exc:  # the backend is down: this worker's sockets only
+                log.warning("admin UI: other workers' sockets unavailable: %s", exc)
+                answers = []
             for answer in answers:
                 if isinstance(answer, list):
                     sockets.extend(answer)

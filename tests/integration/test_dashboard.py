@@ -136,12 +136,12 @@ class Load:
         for i in range(self.count):
             # Clients of a killed worker come back (to the replacement or the other).
             client = socketio.AsyncClient(reconnection_delay=0.1, reconnection_delay_max=0.5)
+            self.clients.append(client)  # stop() disconnects it, whatever happens next
             transports = ["polling"] if self.polling and i % 2 else None
             await client.connect(self.url, wait_timeout=10, transports=transports)
-            await client.call("join", f"room-{i}", timeout=5)
-            who = await client.call("whoami", timeout=5)
+            await client.call("join", f"room-{i}", timeout=10)
+            who = await client.call("whoami", timeout=10)
             self.pids[who["sid"]] = who["pid"]
-            self.clients.append(client)
         self.task = asyncio.create_task(self._run())
         return self
 
@@ -209,9 +209,11 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
     shots.mkdir(parents=True, exist_ok=True)
 
     async def main(debug_port: int) -> dict[str, Any]:
-        load = await Load(cluster.url).start()
-        seen: dict[str, Any] = {"load_pids": set(load.pids.values())}
+        load = Load(cluster.url)
+        seen: dict[str, Any] = {}
         try:
+            await load.start()
+            seen["load_pids"] = set(load.pids.values())
             async with websockets.connect(await blank_page(debug_port), max_size=None) as ws:
                 page = DevTools(ws)
                 await page.call("Runtime.enable")
@@ -337,21 +339,29 @@ def test_admin_ui_sees_every_worker_and_every_socket(cluster: Cluster,
         proc = await asyncio.create_subprocess_exec(
             *admin_ui_client, cluster.url, *args, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE)
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
         assert proc.returncode == 0, err.decode()
         return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
 
     async def main() -> dict[str, Any]:
         load = Load(cluster.url, polling=False)  # a vanished long-poll slows the teardown
-        await load.start()
         try:
+            await load.start()
             refused = await node("--timeout-ms", "5000")
             wrong = await node("--password", "nope", "--timeout-ms", "5000")
             admitted = await node("--password", PASSWORD, "--servers", "2",
-                                  "--timeout-ms", "10000")
+                                  "--timeout-ms", "10000", "--join", "vip")
+            # The UI's "join" reached sockets on both workers (the cluster manager).
+            after = await node("--password", PASSWORD, "--timeout-ms", "10000")
         finally:
             await load.stop()
-        return {"refused": refused, "wrong": wrong, "admitted": admitted, "load": load.pids}
+        return {"refused": refused, "wrong": wrong, "admitted": admitted, "after": after,
+                "load": load.pids}
 
     seen = asyncio.run(main())
     for key in ("refused", "wrong"):
@@ -369,4 +379,6 @@ def test_admin_ui_sees_every_worker_and_every_socket(cluster: Cluster,
         socket_ = sockets.get(("/", sid))
         assert socket_ is not None, f"socket {sid} missing from all_sockets: {sorted(sockets)}"
         assert f"room-{i}" in socket_["rooms"], socket_
+    rooms = {s["id"]: s["rooms"] for s in seen["after"]["sockets"] if s["nsp"] == "/"}
+    assert all("vip" in rooms[sid] for sid in seen["load"]), rooms
     assert PASSWORD not in cluster.log()

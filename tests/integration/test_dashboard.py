@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 import websockets
 
-from tests.clients import disconnect
 from tests.cluster import Cluster, free_port, run_cli, start_cluster
 from tests.integration.test_example_chat import DevTools, blank_page
 from tests.integration.test_js_client import npm_install
@@ -120,45 +119,35 @@ def streams(cluster: Cluster) -> float:
 
 
 class Load:
-    """Light load: clients in rooms, each echoing every 50 ms, until stopped.
-
-    Every other client stays on long-polling, so the proxy's latency has figures too
-    (WebSockets are handed off: the master does not see their messages)."""
+    """Light load from tests/loadgen.py, a process of its own: clients in rooms, echoing every
+    50 ms until stopped.  Every other client stays on long-polling (``polling``), so the
+    proxy's latency has figures too (WebSockets are handed off: the master does not see
+    their messages)."""
 
     def __init__(self, url: str, clients: int = 4, *, polling: bool = True) -> None:
-        self.url, self.count, self.polling = url, clients, polling
-        self.clients: list[socketio.AsyncClient] = []
-        self.pids: dict[str, int] = {}  # sid -> worker pid
-        self.task: asyncio.Task[None] | None = None
-        self.acks = 0
+        self.args = [url, "--clients", str(clients), *(["--polling"] if polling else [])]
+        self.pids: dict[str, int] = {}  # sid -> worker pid, in client order
+        self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> Load:
-        for i in range(self.count):
-            # Clients of a killed worker come back (to the replacement or the other).
-            client = socketio.AsyncClient(reconnection_delay=0.1, reconnection_delay_max=0.5)
-            self.clients.append(client)  # stop() disconnects it, whatever happens next
-            transports = ["polling"] if self.polling and i % 2 else None
-            await client.connect(self.url, wait_timeout=10, transports=transports)
-            await client.call("join", f"room-{i}", timeout=10)
-            who = await client.call("whoami", timeout=10)
-            self.pids[who["sid"]] = who["pid"]
-        self.task = asyncio.create_task(self._run())
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.loadgen", *self.args, cwd=ROOT,
+            stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+        assert line, "tests/loadgen.py exited before its clients were connected"
+        self.pids = json.loads(line)["sids"]
         return self
 
-    async def _run(self) -> None:
-        while True:
-            for client in self.clients:
-                with contextlib.suppress(Exception):
-                    await client.call("echo", "tick", timeout=2)
-                    self.acks += 1
-            await asyncio.sleep(0.05)
-
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        await asyncio.gather(*(disconnect(c) for c in self.clients))
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 @contextlib.contextmanager
@@ -293,7 +282,6 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
                 seen["drained_pid"] = slot0["pid"]
         finally:
             await load.stop()
-        seen["acks"] = load.acks
         return seen
 
     with chromium(tmp_path) as debug_port:
@@ -312,7 +300,6 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
     assert seen["drain_result"] == "drain: accepted", seen
     assert seen["stored_token"] == TOKEN  # this tab's sessionStorage, nowhere else
     assert seen["exceptions"] == [], seen["exceptions"]
-    assert seen["acks"] > 0
     for name in ("dashboard.png", "dashboard-phone.png"):
         png = (shots / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000, name

@@ -184,6 +184,20 @@ async def screenshot(page: DevTools, path: Path, width: int, *, mobile: bool) ->
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
+async def until(page: DevTools, condition: str, timeout_s: float = 30.0) -> Any:
+    """Evaluate a JS expression in the page until it is truthy; return it.  Generous: on a
+    loaded machine a worker takes seconds to boot; what must be fast is measured on its own."""
+    deadline = time.monotonic() + timeout_s
+    probe = f"(() => {{ try {{ return ({condition}); }} catch (err) {{ return false; }} }})()"
+    while True:
+        value = await page.eval(probe)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {condition}")
+        await asyncio.sleep(0.05)
+
+
 def rows_js() -> str:
     return ("[...document.querySelectorAll('#workers tbody tr')].map((tr) => ({slot: "
             "+tr.dataset.slot, pid: +tr.dataset.pid, state: tr.dataset.state, text: "
@@ -210,20 +224,20 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
                 navigation = await page.call("Page.navigate", url=cluster.admin_url + "/dashboard")
                 assert "errorText" not in navigation, navigation
                 # Token required: the page asks for it and shows no data.
-                await page.wait_for("!document.getElementById('login').hidden")
+                await until(page, "!document.getElementById('login').hidden")
                 seen["before_token"] = await page.eval(
                     "({main_hidden: document.getElementById('main').hidden, rows: document."
                     "querySelectorAll('#workers tbody tr').length, url: location.href})")
                 await page.eval(f"document.getElementById('token').value = {TOKEN!r};"
                                 "document.getElementById('login-form').requestSubmit()")
-                await page.wait_for("document.querySelectorAll('#workers tbody tr').length >= 2"
+                await until(page, "document.querySelectorAll('#workers tbody tr').length >= 2"
                                     " && document.getElementById('main').hidden === false")
                 pids = cluster.worker_pids()
-                await page.wait_for(
+                await until(page,
                     f"(() => {{ const rows = {rows_js()}; return {sorted(pids)}.every((pid) => "
                     "rows.some((r) => r.pid === pid && r.state === 'ready')); })()")
-                await page.wait_for("+document.getElementById('connections').textContent >= 4")
-                await page.wait_for("+document.getElementById('messages').textContent > 0")
+                await until(page, "+document.getElementById('connections').textContent >= 4")
+                await until(page, "+document.getElementById('messages').textContent > 0")
                 seen["rows"] = await page.eval(rows_js())
                 seen["pids"] = pids
                 seen["connections"] = await page.eval(
@@ -254,11 +268,11 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
                 seen["restart_seen_s"] = time.monotonic() - started
                 seen["events"] = await page.eval(
                     "[...document.querySelectorAll('#events li')].map((li) => li.textContent)")
-                await page.wait_for(
+                await until(page,
                     f"(() => {{ const rows = {rows_js()}; return rows.filter((r) => "
                     "r.state === 'ready').length === 2; })()")
                 # The load's clients reconnected; a few more points on the charts.
-                await page.wait_for("+document.getElementById('connections').textContent >= 4")
+                await until(page, "+document.getElementById('connections').textContent >= 4")
                 await asyncio.sleep(1.5)
                 await screenshot(page, shots / "dashboard.png", 1280, mobile=False)
                 await screenshot(page, shots / "dashboard-phone.png", 390, mobile=True)
@@ -271,7 +285,7 @@ def test_browser_dashboard_token_workers_restart_and_drain(cluster: Cluster,
                     await page.eval(f"document.querySelector('#workers tr[data-pid=\"{slot0['pid']}"
                                     "\"] button.drain').click()")
                     await asyncio.sleep(0.1)
-                await page.wait_for(
+                await until(page,
                     f"[...document.querySelectorAll('#events li')].some((li) => li.dataset.kind"
                     f" === 'drain' && li.textContent.includes('pid {slot0['pid']}'))")
                 seen["drain_result"] = await page.eval(

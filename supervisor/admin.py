@@ -6,6 +6,13 @@ adapter lost its backend) and 503 when none is.  It needs no token, so load
 balancers and Kubernetes probes can use it; everything else needs
 ``Authorization: Bearer <[admin] token>`` when a token is set.  No secret is
 ever part of a response.  ``POST /emit`` emits to clients (:mod:`.emit`).
+``/dashboard`` is a live page of all this (:mod:`.dashboard`); the page
+itself holds no data and needs no token, its stream does.
+
+A browser sends ``Origin`` with every cross-site POST; the listener refuses
+(403) a POST whose ``Origin`` is not its own, so another site open in the
+operator's browser cannot reload or stop a cluster whose admin listener
+has no token (loopback).  Clients that are not browsers send no ``Origin``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from prometheus_client.registry import Collector
 from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Reload, Scale, Stop
+from .dashboard import PUBLIC_PATHS, DashboardCollector, add_dashboard_routes
 from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
@@ -36,7 +44,15 @@ from .state import WorkerState
 if TYPE_CHECKING:
     from .master import Master
 
-__all__ = ["evaluate_health", "make_admin_app", "status_document"]
+__all__ = ["evaluate_health", "make_admin_app", "same_origin", "status_document"]
+
+
+def same_origin(method: str, origin: str | None, host: str | None) -> bool:
+    """Pure: False for a browser's POST from another site (``Origin`` not ``http(s)://Host``)."""
+    if method != "POST" or origin is None:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return scheme in ("http", "https") and host is not None and rest == host
 
 
 def evaluate_health(
@@ -339,7 +355,11 @@ def make_admin_app(master: Master) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path != "/health" and not authorized(request):
+        if not same_origin(request.method, request.headers.get("Origin"), request.host):
+            return web.json_response({"error": "cross-origin request refused"}, status=403)
+        public = request.path == "/health" or (
+            request.method == "GET" and request.path in PUBLIC_PATHS)
+        if not public and not authorized(request):
             return web.json_response(
                 {"error": "missing or wrong bearer token"}, status=401,
                 headers={"WWW-Authenticate": "Bearer"},
@@ -398,4 +418,5 @@ def make_admin_app(master: Master) -> web.Application:
     app.router.add_post("/stop", stop)
     app.router.add_post("/scale", scale)
     app.router.add_post("/emit", emit)
+    registry.register(DashboardCollector(add_dashboard_routes(app, master, status_document)))
     return app

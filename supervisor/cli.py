@@ -113,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     scale = sub.add_parser("scale", help="change the worker count")
     scale.add_argument("workers", type=int)
     _add_config_flags(scale)
+    drain = sub.add_parser("drain", help="replace one worker: its successor starts, then it drains")
+    drain.add_argument("slot", type=int)
+    _add_config_flags(drain)
     return parser
 
 
@@ -226,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(_admin_call(config, "POST", f"/{args.command}")))
         elif args.command == "scale":
             print(json.dumps(_admin_call(config, "POST", "/scale", {"workers": args.workers})))
+        elif args.command == "drain":
+            print(json.dumps(_admin_call(config, "POST", "/drain", {"slot": args.slot})))
     except ConfigError as exc:
         print(f"siocluster: config error: {exc}", file=sys.stderr)
         sys.exit(2)

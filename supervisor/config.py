@@ -94,6 +94,10 @@ class AdminConfig:
     port: int = 8001
     # Bearer token; required when host is not loopback.
     token: str = ""
+    # The Socket.IO Admin UI (python-socketio's instrument()) in every worker,
+    # on the /admin namespace; its password ("": the admin token).
+    socketio_admin_ui: bool = False
+    socketio_admin_ui_password: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,6 +149,9 @@ class Config:
             singleton_lease_s=self.cluster.singleton_lease_s,
             heartbeat_interval_s=self.health.heartbeat_interval_s,
             host_id=self.host_id(),
+            socketio_admin_ui=self.admin.socketio_admin_ui,
+            socketio_admin_ui_secret=(self.admin.socketio_admin_ui_password or self.admin.token
+                                      if self.admin.socketio_admin_ui else ""),
         )
 
 
@@ -152,7 +159,8 @@ SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
 }
 _ENV_PREFIX = "SIOCLUSTER_"
-_SECRET_KEYS = {("admin", "token"), ("cluster", "peer_token")}
+_SECRET_KEYS = {("admin", "token"), ("admin", "socketio_admin_ui_password"),
+                ("cluster", "peer_token")}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -240,6 +248,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     config = Config(**sections)
     if config.cluster.singleton_lease_s <= 0:
         raise ConfigError(f"{source}: cluster.singleton_lease_s must be more than 0")
+    if config.admin.socketio_admin_ui and not (
+            config.admin.socketio_admin_ui_password or config.admin.token):
+        raise ConfigError(
+            f"{source}: admin.socketio_admin_ui needs admin.socketio_admin_ui_password "
+            "(or admin.token): the Admin UI can disconnect clients and read their headers")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
     _check_hosts(config, source)

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "PRIVATE_NAMES",
+    "admin_stats_loop",
     "check",
     "driver_table",
     "replace_driver_table",
@@ -44,6 +45,11 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
         "sees the CONNECT packet's auth payload, which fetch_sockets reports as Node's "
         "handshake.auth does"
     ),
+    ("socketio.async_admin.InstrumentedAsyncServer", "_emit_server_stats"): (
+        "the Admin UI's server_stats loop, which python-socketio starts only at a worker's "
+        "first Engine.IO connection; siocluster starts it with the worker so that every "
+        "worker shows in the UI"
+    ),
 }
 
 # The signatures read from the pinned releases (self excluded).
@@ -57,6 +63,12 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 def check(sio: Any) -> list[str]:
     """What the running python-socketio/python-engineio no longer has; [] when all is there."""
     problems: list[str] = []
+    from socketio.async_admin import InstrumentedAsyncServer
+
+    loop = getattr(InstrumentedAsyncServer, "_emit_server_stats", None)
+    if not inspect.iscoroutinefunction(loop):
+        problems.append("socketio.async_admin.InstrumentedAsyncServer._emit_server_stats "
+                        "is gone")
     table = getattr(sio.eio, "_async", None)
     if not isinstance(table, dict) or "translate_request" not in table:
         problems.append("engineio.AsyncServer._async['translate_request'] is gone")
@@ -73,6 +85,11 @@ def check(sio: Any) -> list[str]:
         if found != params:
             problems.append(f"socketio.AsyncServer.{name}{found} is not {name}{params}")
     return problems
+
+
+def admin_stats_loop(admin: Any) -> Any:
+    """The Admin UI's ``server_stats`` loop of ``admin`` (an InstrumentedAsyncServer)."""
+    return admin._emit_server_stats
 
 
 def driver_table(eio: Any) -> dict[str, Any]:

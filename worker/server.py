@@ -40,6 +40,7 @@ from balancer.sid import mint_sid
 
 from . import control
 from .adapter import AdapterHandle, install_adapter
+from .admin_ui import ClusterAdmin
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
 from .emit import apply_emit
@@ -78,6 +79,7 @@ class WorkerRuntime:
         self.client_errors: ClientErrorFilter | None = None
         self.singletons: SingletonRunner | None = None
         self.master_leases: MasterLeases | None = None
+        self.admin_ui: ClusterAdmin | None = None
 
     # Wiring into python-engineio's public surface
 
@@ -140,6 +142,9 @@ class WorkerRuntime:
             generation=self.msg.generation,
             runtime_dir=self.msg.runtime_dir,
         )
+        if config.socketio_admin_ui:  # after the adapter: it wraps the manager's methods
+            self.admin_ui = ClusterAdmin(self.loaded.sio, secret=config.socketio_admin_ui_secret,
+                                         slot=self.msg.slot)
         await server.start()  # the app's own startup: a failure is a boot failure
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.msg.socket_path)
@@ -250,6 +255,8 @@ class WorkerRuntime:
             ("close sessions", close_sessions, min(timeout_s, 3.0)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
+        if self.admin_ui is not None:
+            steps.append(("admin UI stats", self.admin_ui.close, 1.0))
         if self.adapter is not None:
             steps.append(("adapter close", self.adapter.close, timeout_s))
         server = self.server

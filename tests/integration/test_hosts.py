@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,15 @@ def test_another_hosts_session_is_forwarded_polling_and_websocket(trio: Trio) ->
     assert metric(b, 'siocluster_forwarded_requests_total{kind="websocket",peer="ta"}') == 1
     assert metric(c, 'siocluster_forwarded_bytes_total{direction="in",peer="ta"}') > 0
     assert metric(a, "siocluster_hosts") == 3
+    # the dashboard lists the other hosts too
+    with urllib.request.urlopen(a.admin_url + "/dashboard/stream", timeout=10) as resp:
+        line = resp.readline()
+        while not line.startswith(b"data: "):
+            line = resp.readline()
+    shown = json.loads(line.decode().removeprefix("data: "))["hosts"]
+    assert [h["local"] for h in shown] == [True, False, False]
+    assert shown[0]["host_id"] == "ta" and {h["host"] for h in shown[1:]} == {"tb", "tc"}
+    assert {h["address"] for h in shown[1:]} == {f"127.0.0.1:{b.port}", f"127.0.0.1:{c.port}"}
 
 
 def test_a_forged_forward_gets_403_and_is_counted(trio: Trio) -> None:

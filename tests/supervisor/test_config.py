@@ -183,3 +183,16 @@ def test_host_ids_and_advertise_forms() -> None:
 def test_peer_token_is_a_secret() -> None:
     doc = config_to_dict(config_from_dict(MULTI, "c.toml"), redact=True)
     assert doc["cluster"]["peer_token"] == "***"
+
+
+def test_the_admin_ui_needs_a_password_or_the_token_and_the_worker_gets_the_secret() -> None:
+    with pytest.raises(ConfigError, match=r"needs admin\.socketio_admin_ui_password"):
+        config_from_dict({"admin": {"socketio_admin_ui": True}}, "c.toml")
+    by_token = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t"}})
+    assert by_token.for_worker().socketio_admin_ui_secret == "t"
+    by_password = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t",
+                                              "socketio_admin_ui_password": "p"}})
+    worker = by_password.for_worker()
+    assert (worker.socketio_admin_ui, worker.socketio_admin_ui_secret) == (True, "p")
+    assert Config().for_worker().socketio_admin_ui_secret == ""  # off: no secret sent
+    assert "'p'" not in str(config_to_dict(by_password, redact=True))

@@ -44,5 +44,18 @@ def test_a_moved_name_is_named() -> None:
 
 def test_every_listed_name_says_why() -> None:
     assert all(len(why) > 40 for why in libcontract.PRIVATE_NAMES.values())
-    hooks = {name for _, name in libcontract.PRIVATE_NAMES} - {"_async"}
+    hooks = {name for _, name in libcontract.PRIVATE_NAMES} - {"_async", "_emit_server_stats"}
     assert hooks == set(libcontract.SIGNATURES)
+
+
+def test_the_admin_ui_stats_loop_is_a_method_without_arguments() -> None:
+    import inspect
+
+    from socketio.async_admin import InstrumentedAsyncServer
+
+    loop = InstrumentedAsyncServer._emit_server_stats
+    assert inspect.iscoroutinefunction(loop)
+    assert tuple(inspect.signature(loop).parameters) == ("self",)
+    # Without __init__: instrument() would patch python-engineio's classes for the whole process.
+    admin = InstrumentedAsyncServer.__new__(InstrumentedAsyncServer)
+    assert libcontract.admin_stats_loop(admin) == admin._emit_server_stats

@@ -5,7 +5,9 @@
 * :func:`standalone`: N ``python -m bench.standalone --port P`` servers, the
   "direct" baseline: no balancer, the clients spread over the ports; for the
   ASGI app (``bench_asgi``), N plain ``uvicorn bench_asgi:app --port P``
-  processes instead, which is how FastAPI users run today.
+  processes instead, which is how FastAPI users run today (with a redis URL,
+  ``bench_asgi`` takes python-socketio's ``AsyncRedisManager`` from
+  ``BENCH_REDIS_URL``).
 
 Both are context managers that stop what they started (SIGTERM, then SIGKILL)
 even when the benchmark fails halfway.  The servers inherit the open-file
@@ -177,12 +179,11 @@ def standalone(servers: int, *, log_dir: Path, redis_url: str | None = None,
             port = free_port()
             log = log_dir / f"standalone-{port}.log"
             if app == "bench_asgi":
-                if redis_url:
-                    raise TargetError("the ASGI standalone baseline has no redis variant")
                 cmd = [sys.executable, "-m", "uvicorn", f"{app}:app", "--port", str(port),
                        "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
                        "--no-access-log"]
-                procs.append(_popen(cmd, APP_DIR, log))
+                env = {"BENCH_REDIS_URL": redis_url} if redis_url else None
+                procs.append(_popen(cmd, APP_DIR, log, env=env))
             else:
                 cmd = [sys.executable, "-m", "bench.standalone", "--port", str(port),
                        "--app", app]

@@ -46,3 +46,22 @@ def test_every_listed_name_says_why() -> None:
     assert all(len(why) > 40 for why in libcontract.PRIVATE_NAMES.values())
     hooks = {name for _, name in libcontract.PRIVATE_NAMES} - {"_async"}
     assert hooks == set(libcontract.SIGNATURES)
+
+
+def test_the_json_module_is_held_by_the_packet_classes() -> None:
+    """install_json relies on AsyncServer(json=X) storing X on these two classes."""
+    import json
+
+    import engineio.json
+    import engineio.packet
+    import socketio.packet
+
+    assert socketio.packet.Packet.json is engineio.json
+    assert engineio.packet.Packet.json is engineio.json
+    socketio.AsyncServer(async_mode="aiohttp", json=json)
+    try:
+        assert socketio.packet.Packet.json is json
+        assert engineio.packet.Packet.json is json
+    finally:
+        socketio.packet.Packet.json = engineio.json
+        engineio.packet.Packet.json = engineio.json

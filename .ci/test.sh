@@ -34,7 +34,7 @@ apt_install chromium chromium
 apt_install haproxy haproxy
 apt_install rabbitmq-server rabbitmq-server
 
-for dir in tests/js examples/chat examples/fastapi-chat; do
+for dir in tests/js bench/node examples/chat examples/fastapi-chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ]; then
     (cd "$dir" && { npm ci --no-audit --no-fund --silent || npm install --no-audit --no-fund --silent; })
   fi

@@ -32,7 +32,16 @@ from pathlib import Path
 import psutil
 
 from .limits import nofile_limit
-from .targets import BENCH_DIR, Target, TargetError, _answers, _popen, _stop, free_port, standalone
+from .targets import (
+    BENCH_DIR,
+    Target,
+    TargetError,
+    answers,
+    free_port,
+    standalone,
+    start_process,
+    stop_processes,
+)
 
 __all__ = ["NODE_DIR", "haproxy_config", "haproxy_stack", "node_cluster", "npm_ci"]
 
@@ -63,7 +72,7 @@ def npm_ci(directory: Path = NODE_DIR, timeout_s: float = 300.0) -> None:
 
 def _wait_up(target: Target, procs: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
-    while not _answers(target.urls[0]):
+    while not answers(target.urls[0]):
         for proc in procs:
             if proc.poll() is not None:
                 raise TargetError(f"{target.label} exited {proc.returncode}:\n"
@@ -79,7 +88,8 @@ def node_cluster(workers: int, *, log_dir: Path, timeout_s: float = 60.0) -> Ite
     npm_ci()
     port = free_port()
     log = log_dir / f"node-{port}.log"
-    proc = _popen([node, str(NODE_DIR / "server.mjs"), str(port), str(workers)], NODE_DIR, log)
+    proc = start_process([node, str(NODE_DIR / "server.mjs"), str(port), str(workers)],
+                         NODE_DIR, log)
     target = Target("node", [f"http://127.0.0.1:{port}"], log_paths=[log])
     children: set[int] = set()
     try:
@@ -92,7 +102,7 @@ def node_cluster(workers: int, *, log_dir: Path, timeout_s: float = 60.0) -> Ite
         target.pids = {"master": [proc.pid], "workers": sorted(children)}
         yield target
     finally:
-        _stop([proc], children, 15.0)
+        stop_processes([proc], children, 15.0)
 
 
 _HAPROXY = """\
@@ -138,7 +148,7 @@ def haproxy_stack(workers: int, *, log_dir: Path, redis_url: str, app: str = "be
         config = log_dir / f"haproxy-{port}.cfg"
         config.write_text(haproxy_config(port, servers.urls, nofile_limit()))
         log = log_dir / f"haproxy-{port}.log"
-        proc = _popen([binary, "-db", "-f", str(config)], log_dir, log)
+        proc = start_process([binary, "-db", "-f", str(config)], log_dir, log)
         target = Target("haproxy/redis", [f"http://127.0.0.1:{port}"],
                         log_paths=[log, *servers.log_paths])
         try:
@@ -146,4 +156,4 @@ def haproxy_stack(workers: int, *, log_dir: Path, redis_url: str, app: str = "be
             target.pids = {"haproxy": [proc.pid], "servers": servers.pids["servers"]}
             yield target
         finally:
-            _stop([proc], set(), 10.0)
+            stop_processes([proc], set(), 10.0)

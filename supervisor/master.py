@@ -48,6 +48,7 @@ from .emit import EmitBody, EmitRelay, Target
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
+from .hosts import HostRegistryError, HostsService, hosts_service
 from .leasedesk import LeaseDesk
 from .plan import (
     DropSlot,
@@ -112,7 +113,8 @@ class Master:
         self._reload_queue: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sampler = Sampler()
-        self.balancer = Balancer(config.balancer, config.limits, self)
+        self.balancer = Balancer(config.balancer, config.limits, self,
+                                 peer_token=config.cluster.peer_token)
         self._balancer_runner: web.ServerRunner | None = None
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -122,6 +124,10 @@ class Master:
         self.lease_desk = LeaseDesk(config.cluster.singleton_lease_s, socket.gethostname())
         self.singletons = self.lease_desk.book
         self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
+        self.hosts = hosts_service(config, self._host_counts)
+
+    def _host_counts(self) -> tuple[int, int]:
+        return len(self.handles), sum(h.connections for h in self.handles)
 
     # WorkerDirectory, for the balancer
 
@@ -145,6 +151,20 @@ class Master:
 
     def _invalidate(self) -> None:
         self._views = None
+
+    @property
+    def host_id(self) -> str:
+        return self.hosts.host_id if self.hosts is not None else ""
+
+    def live_hosts(self) -> frozenset[str]:
+        return self.hosts.book.live_ids() if self.hosts is not None else frozenset()
+
+    def peer_address(self, host: str) -> str | None:
+        return self.hosts.book.address(host) if self.hosts is not None else None
+
+    def note_peer(self, host: str, error: str | None) -> None:
+        if self.hosts is not None:
+            self.hosts.book.note_forward(host, error)
 
     def socket_path(self, slot: int, generation: int) -> str:
         return os.path.join(self.runtime_dir, f"worker-{slot}-{generation:x}.sock")
@@ -186,6 +206,8 @@ class Master:
             self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
         try:
+            if self.hosts is not None:
+                await self._join_hosts(self.hosts)
             await self._main_loop()
         finally:
             await self._shutdown()
@@ -223,6 +245,13 @@ class Master:
         # The ports actually bound (a config may say 0: "any free port").
         admin_address = self._admin_runner.addresses[0]
         self.ports = (self._front_door.port, int(admin_address[1]))
+
+    async def _join_hosts(self, hosts: HostsService) -> None:
+        try:
+            await hosts.start(self.ports[0])
+        except HostRegistryError as exc:
+            self.hosts = None  # never joined: nothing to leave
+            raise Halt(2, str(exc)) from None
 
     async def _main_loop(self) -> None:
         last_sample = 0.0
@@ -591,6 +620,8 @@ class Master:
         self.stopping = True
         if self._front_door is not None:
             await self._front_door.stop()  # 1. stop accepting
+        if self.hosts is not None:
+            await self.hosts.stop()  # and leave the cluster: peers 400 our sids at once
         for h in list(self.handles):  # 2. drain
             self._retire(h, ExitCause.SHUTDOWN)
         deadline = time.monotonic() + self.config.cluster.graceful_timeout_s

@@ -84,7 +84,8 @@ class WorkerRuntime:
     def _instrument(self, server: AppServer) -> None:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
-        eio.generate_id = lambda: mint_sid(slot, generation)
+        host = self.config.host_id
+        eio.generate_id = lambda: mint_sid(slot, generation, host)
         original = driver_table(eio)["translate_request"]
         remote_of = server.remote_of
         # The ASGI driver's translate_request is a coroutine, aiohttp's is not.

@@ -38,7 +38,7 @@ from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
 
-from . import control
+from . import control, fastjson
 from .adapter import AdapterHandle, install_adapter
 from .admin_ui import ClusterAdmin
 from .app_loader import LoadedApp, load_app
@@ -47,7 +47,7 @@ from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .libcontract import check as check_library_contract
-from .libcontract import driver_table, replace_driver_table
+from .libcontract import driver_table, install_json, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
@@ -323,6 +323,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         return control.BOOT_FAILED_EXIT
 
     unify_library_logging()  # the app's server attached engineio's own handler
+    install_json(loaded.sio, fastjson)  # msgspec, unless the app passed json=...
     runtime = WorkerRuntime(msg, config, loaded)
     runtime.client_errors = client_errors
     try:

@@ -42,6 +42,7 @@ TOKEN = "bench-forwarding-peer-token-0123456789"
 
 @contextlib.contextmanager
 def host(host_id: str, redis_url: str, log_dir: Path) -> Iterator[str]:
+    """One siocluster host (one worker) in several-host mode; yields its URL."""
     port, admin = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "SIOCLUSTER_ADAPTER_BACKEND": "redis", "SIOCLUSTER_ADAPTER_REDIS_URL": redis_url,
@@ -75,7 +76,7 @@ def host(host_id: str, redis_url: str, log_dir: Path) -> Iterator[str]:
 
 
 async def _ws_client(http: aiohttp.ClientSession, owner: str, via: str) -> WsClient:
-    sid, _url = await _polling_handshake(http, owner)
+    sid, _url, _headers = await _polling_handshake(http, owner)
     ws_url = f"{via}/socket.io/?{p.query('websocket', sid)}".replace("http://", "ws://", 1)
     ws = await http.ws_connect(ws_url, autoping=True)
     await ws.send_str(p.PROBE_PING)
@@ -85,7 +86,7 @@ async def _ws_client(http: aiohttp.ClientSession, owner: str, via: str) -> WsCli
 
 
 async def _polling_client(http: aiohttp.ClientSession, owner: str, via: str) -> PollingClient:
-    sid, url = await _polling_handshake(http, owner)
+    sid, url, _headers = await _polling_handshake(http, owner)
     return PollingClient(http, sid, url.replace(owner, via, 1))
 
 

@@ -26,7 +26,7 @@ import socketio
 
 from balancer.peerauth import sign_forward
 from tests.clients import disconnect
-from tests.cluster import Cluster, run_cli, start_cluster
+from tests.cluster import Cluster, pid_alive, run_cli, start_cluster
 from tests.eio import EIO_PATH, handshake, poll, post, ws_call
 from tests.haproxy import haproxy_round_robin
 from tests.integration.test_js_client import NODE_TIMEOUT_S, node_client, read_line
@@ -309,20 +309,34 @@ def test_a_killed_hosts_clients_reconnect_elsewhere_and_its_sids_get_400(
     with hosts(redis_server, tmp_path, ("da", "db"), "dead") as (a, b), \
             haproxy_round_robin([a.port, b.port], tmp_path) as lb:
         url = f"http://127.0.0.1:{lb}"
-
-        stale_a, stale_b = asyncio.run(sids(a.url, b.url))
+        stale = dict(zip((a.port, b.port), asyncio.run(sids(a.url, b.url)), strict=True))
         proc = subprocess.Popen([*node_client, "reconnect", url, "--transports", "polling"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             ready = read_line(proc, NODE_TIMEOUT_S)
             assert ready["event"] == "ready", ready
-            victim = a if ready["pid"] in a.worker_pids() else b
-            survivor = b if victim is a else a
+            victim, survivor = (a, b) if ready["pid"] in a.worker_pids() else (b, a)
+            dead_id = "da" if victim is a else "db"
             victim_pids = victim.worker_pids()
             os.killpg(victim.proc.pid, signal.SIGKILL)
             for pid in victim_pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            eventually(lambda: not any(pid_alive(p) for p in victim_pids), timeout_s=5,
+                       what="the dead host's processes gone")
+
+            # Within the dead host's lease (3 s) its sids get the 400 at once (nothing
+            # accepts the forward), not a 502, so clients re-handshake at once ...
+            async def poll_stale() -> tuple[int, str]:
+                async with aiohttp.ClientSession() as http:
+                    return await poll(http, survivor.url, stale[victim.port])
+
+            status, text = asyncio.run(poll_stale())
+            assert status == 400 and "Session ID unknown" in text, (status, text)
+            # ... and /health says a peer whose lease is live cannot be reached.
+            code, health = survivor.admin("/health")
+            assert code == 200 and health["status"] == "degraded", health
+            assert any(f"peer host {dead_id} unreachable" in r for r in health["reasons"])
             out, err = proc.communicate(timeout=NODE_TIMEOUT_S)
         finally:
             if proc.poll() is None:
@@ -333,13 +347,9 @@ def test_a_killed_hosts_clients_reconnect_elsewhere_and_its_sids_get_400(
         assert result["errors"] == [], result
         assert result["pid"] in survivor.worker_pids()
         assert result["reconnect_ms"] < 10_000, result
-        # Within the dead host's lease its sids get the 400 at once (nothing accepts
-        # the forward), not a 502, so clients re-handshake at once.
-        stale = stale_a if victim is a else stale_b
-
-        async def poll_stale() -> tuple[int, str]:
-            async with aiohttp.ClientSession() as http:
-                return await poll(http, survivor.url, stale)
-
-        status, text = asyncio.run(poll_stale())
-        assert status == 400 and "Session ID unknown" in text, (status, text)
+        # Once the lease expired the host is gone from the listing and /health is ok.
+        eventually(lambda: [h["id"] for h in survivor.status()["hosts"]] != [] and
+                   dead_id not in [h["id"] for h in survivor.status()["hosts"]],
+                   timeout_s=8, what="the dead host dropped")
+        eventually(lambda: survivor.admin("/health")[1]["status"] == "ok", timeout_s=5,
+                   what="/health ok again")

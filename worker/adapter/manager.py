@@ -60,7 +60,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol, TypeVar, overload
 
+from engineio import packet as eio_packet
 from socketio import AsyncManager
+from socketio import packet as sio_packet
 
 from ..libcontract import server_hook, set_server_hook
 from .delivery import looks_like_sid, plan_delivery, room_channel
@@ -178,6 +180,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         self.emits: Counter[str] = Counter()  # by source: internal, http, redis-emitter ...
         self.refused: Counter[str] = Counter()  # external messages, by "source/reason"
         self.sources: list[ExternalSource] = []
+        self.fanout_skipped = 0  # local recipients gone between selection and send
 
     # Lifecycle
 
@@ -481,12 +484,43 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             room = targets[0] if targets else None
             if room is not None and room not in self.rooms[nsp]:
                 return 0
-            await super().emit(event, tuple(args), nsp, room=room, callback=callback)
+            if callback is not None:
+                await super().emit(event, tuple(args), nsp, room=room, callback=callback)
+            else:
+                await self._fan_out(event, args, nsp, self.get_participants(nsp, room))
             return 1
-        sids = [sid for sid, _ in self._select(nsp, targets, exclude, connected=False)]
-        if sids:
-            await super().emit(event, tuple(args), nsp, room=sids, callback=callback)
-        return len(sids)
+        selected = self._select(nsp, targets, exclude, connected=False)
+        if selected and callback is not None:
+            await super().emit(event, tuple(args), nsp, room=[sid for sid, _ in selected],
+                               callback=callback)
+        elif selected:
+            await self._fan_out(event, args, nsp, selected)
+        return len(selected)
+
+    async def _fan_out(self, event: str, args: list[Any], nsp: str,
+                       recipients: Iterable[tuple[str, str]]) -> None:
+        """One event to many local sockets: encoded once, queued to each in turn.
+
+        python-socketio's ``emit`` encodes once too, but then starts one task
+        per recipient and waits for them all.  Queueing a packet on a socket
+        (python-engineio's public ``send_packet``: a ping check and a put on
+        the socket's queue) does not block, so a plain loop does the same work
+        without a task per recipient; each socket's writer task still sends it,
+        in order.  A recipient that is gone is skipped, as python-socketio's
+        tasks would fail alone.
+        """
+        pkt = self.server.packet_class(sio_packet.EVENT, namespace=nsp, data=[event, *args])
+        encoded = pkt.encode()
+        parts = encoded if isinstance(encoded, list) else [encoded]
+        eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        send = self.server.eio.send_packet
+        for _sid, eio_sid in list(recipients):
+            for eio_pkt in eio_pkts:
+                try:
+                    await send(eio_sid, eio_pkt)
+                except Exception:  # closed between selection and send
+                    self.fanout_skipped += 1
+                    break
 
     async def _join_local(
         self, rooms: list[Room], nsp: str, targets: Iterable[Room], exclude: Iterable[Room]

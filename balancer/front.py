@@ -224,22 +224,7 @@ class FrontProtocol(asyncio.Protocol):
                 self._queue[-1].rest += data
             return
         was = self._phase
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data[int(exc.args[0]):])
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.message)
-            else:
-                log.exception("front door: request handling failed", exc_info=cause)
-                self._refuse(400, "bad request")
-            return
-        except httptools.HttpParserError as exc:
-            self._refuse(400, f"bad request: {exc}")
-            return
-        if self._closed or self._detached:
+        if not self._feed(data) or self._closed or self._detached:
             return
         if self._phase == _HEAD and was == _HEAD:  # every byte of this read was head
             self._head_size += len(data)
@@ -254,6 +239,25 @@ class FrontProtocol(asyncio.Protocol):
             self._paused = True  # pipelined requests wait for the one answered
             self._transport.pause_reading()
         self._update_timer()
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse ``data``; False when the connection was refused for it."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._on_upgrade(data[int(exc.args[0]):])
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, cause.message)
+            else:
+                log.exception("front door: request handling failed", exc_info=cause)
+                self._refuse(400, "bad request")
+            return False
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"bad request: {exc}")
+            return False
+        return True
 
     def eof_received(self) -> bool | None:
         if self._detached or self._discarding:
@@ -477,17 +481,8 @@ class FrontProtocol(asyncio.Protocol):
             return
         client = self._client(req)
         engineio = path == b.engineio_path_bytes()
-        if decision.new_session and engineio:
-            refusal = b.admit(client, decision)
-            if refusal is not None:
-                status, message, retry_after = refusal
-                body = json.dumps({"code": status, "message": message}).encode()
-                self._answer(error_response(status, body,
-                                            headers=((b"Retry-After", retry_after.encode()),),
-                                            close=not req.keep_alive))
-                return
-            b.directory.note_handshake(decision.slot, decision.generation)
-            b.stats.handshakes += 1
+        if decision.new_session and engineio and not self._admitted(req, client, decision):
+            return
         if req.upgrade:
             b.stats.upgrades += 1
             if not self._hand_off(req, decision):
@@ -508,6 +503,21 @@ class FrontProtocol(asyncio.Protocol):
         else:
             self._kind = "poll" if req.method == b"GET" else "send"
         self._send(req, b.pool(decision.slot, decision.generation), b"".join(head) + body)
+
+    def _admitted(self, req: _Request, client: str, decision: Forward) -> bool:
+        """A new session past the per-address limits (counted), or answered 429 here."""
+        b = self._b
+        refusal = b.admit(client, decision)
+        if refusal is not None:
+            status, message, retry_after = refusal
+            body = json.dumps({"code": status, "message": message}).encode()
+            self._answer(error_response(status, body,
+                                        headers=((b"Retry-After", retry_after.encode()),),
+                                        close=not req.keep_alive))
+            return False
+        b.directory.note_handshake(decision.slot, decision.generation)
+        b.stats.handshakes += 1
+        return True
 
     def _send(self, req: _Request, pool: UpstreamPool, data: bytes) -> None:
         self._started = time.monotonic()

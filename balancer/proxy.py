@@ -183,6 +183,28 @@ class _BodyRelay:
             yield chunk
 
 
+async def _relay_response(request: web.BaseRequest,
+                          upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """The worker's answer to the client: whole when small, streamed when large."""
+    resp_headers: CIMultiDict[str] = CIMultiDict(
+        (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+    )
+    length = upstream.content_length
+    if length is not None and length <= _STREAM_BODY_OVER:
+        payload = await upstream.read()
+        return web.Response(status=upstream.status, reason=upstream.reason,
+                            headers=resp_headers, body=payload)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                  headers=resp_headers)
+    if length is not None:
+        response.content_length = length
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_any():
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
 class Balancer:
     def __init__(
         self, config: BalancerConfig, limits: LimitsConfig, directory: WorkerDirectory,
@@ -543,26 +565,7 @@ class Balancer:
                 data=data,
                 allow_redirects=False,
             ) as upstream:
-                resp_headers: CIMultiDict[str] = CIMultiDict(
-                    (k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
-                )
-                length = upstream.content_length
-                if length is not None and length <= _STREAM_BODY_OVER:
-                    payload = await upstream.read()
-                    return web.Response(
-                        status=upstream.status, reason=upstream.reason,
-                        headers=resp_headers, body=payload,
-                    )
-                response = web.StreamResponse(
-                    status=upstream.status, reason=upstream.reason, headers=resp_headers
-                )
-                if length is not None:
-                    response.content_length = length
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
+                return await _relay_response(request, upstream)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if relay is not None and relay.stalled:
                 return await self._body_too_slow(request)

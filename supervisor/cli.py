@@ -207,6 +207,20 @@ def _run(args: argparse.Namespace) -> int:
     return uvloop.run(master.run())
 
 
+def _status(config: Config, args: argparse.Namespace) -> None:
+    while True:
+        doc = _admin_call(config, "GET", "/status")
+        if "workers" not in doc:
+            raise Halt(1, f"admin endpoint: {doc.get('error', doc)}")
+        text = json.dumps(doc, indent=2) if args.json else render_status(doc)
+        if args.watch:
+            sys.stdout.write("\x1b[2J\x1b[H")
+        print(text, flush=True)
+        if not args.watch:
+            return
+        time.sleep(args.watch)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -214,17 +228,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(_run(args))
         config = _load(args)
         if args.command == "status":
-            while True:
-                doc = _admin_call(config, "GET", "/status")
-                if "workers" not in doc:
-                    raise Halt(1, f"admin endpoint: {doc.get('error', doc)}")
-                text = json.dumps(doc, indent=2) if args.json else render_status(doc)
-                if args.watch:
-                    sys.stdout.write("\x1b[2J\x1b[H")
-                print(text, flush=True)
-                if not args.watch:
-                    break
-                time.sleep(args.watch)
+            _status(config, args)
         elif args.command in ("reload", "stop"):
             print(json.dumps(_admin_call(config, "POST", f"/{args.command}")))
         elif args.command == "scale":

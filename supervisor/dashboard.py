@@ -232,6 +232,25 @@ class DashboardCollector(Collector):
         return [gauge]
 
 
+def drain_worker(master: Master, body: Any) -> web.Response:
+    """POST /drain: queue :class:`DrainWorker` for ``{"slot": N[, "pid": P]}``."""
+    try:
+        slot = int(body["slot"])
+        pid = body.get("pid")
+        pid = None if pid is None else int(pid)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return web.json_response(
+            {"error": 'body must be {"slot": N} or {"slot": N, "pid": P}'}, status=400)
+    active = [h for h in master.handles if h.slot == slot and h.stop_cause is None]
+    if not active:
+        return web.json_response({"error": f"no running worker in slot {slot}"}, status=404)
+    if pid is not None and all(h.pid != pid for h in active):
+        return web.json_response(
+            {"error": f"slot {slot} is now pid {active[-1].pid}, not {pid}"}, status=409)
+    master.commands.put_nowait(DrainWorker(slot, pid))
+    return web.json_response({"ok": True, "action": "drain", "slot": slot}, status=202)
+
+
 def add_dashboard_routes(app: web.Application, master: Master,
                          status: Callable[[Master], dict[str, Any]]) -> Dashboard:
     """``status`` builds the /status document (:func:`supervisor.admin.status_document`)."""
@@ -267,20 +286,9 @@ def add_dashboard_routes(app: web.Application, master: Master,
     async def drain(request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            slot = int(body["slot"])
-            pid = body.get("pid")
-            pid = None if pid is None else int(pid)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return web.json_response(
-                {"error": 'body must be {"slot": N} or {"slot": N, "pid": P}'}, status=400)
-        active = [h for h in master.handles if h.slot == slot and h.stop_cause is None]
-        if not active:
-            return web.json_response({"error": f"no running worker in slot {slot}"}, status=404)
-        if pid is not None and all(h.pid != pid for h in active):
-            return web.json_response(
-                {"error": f"slot {slot} is now pid {active[-1].pid}, not {pid}"}, status=409)
-        master.commands.put_nowait(DrainWorker(slot, pid))
-        return web.json_response({"ok": True, "action": "drain", "slot": slot}, status=202)
+        except ValueError:
+            body = None
+        return drain_worker(master, body)
 
     async def ticker(_app: web.Application) -> AsyncIterator[None]:
         task = asyncio.get_running_loop().create_task(dashboard.run())

@@ -123,7 +123,15 @@ def status_document(master: Master) -> dict[str, Any]:
         "adapter": {"backend": master.config.adapter.backend, "workers": adapters},
         "restarts_by_cause": dict(master.restart_causes),
         "singletons": master.singletons.status(time.time()),
+        "recovery": _recovery_status(master),
     }
+
+
+def _recovery_status(master: Master) -> dict[str, Any]:
+    if master.recovery is None:
+        return {"enabled": False}
+    return {"enabled": True, "backend": master.config.adapter.backend,
+            **master.recovery.status(h.recovery for h in master.handles)}
 
 
 class _MasterCollector(Collector):
@@ -235,6 +243,43 @@ class _MasterCollector(Collector):
         yield from adapter.values()
         yield from _singleton_metrics(m)
         yield from _emit_metrics(m)
+        yield from _recovery_metrics(m)
+
+
+def _recovery_metrics(m: Master) -> Iterable[Metric]:
+    if m.recovery is None:
+        return
+    st = m.recovery.status(h.recovery for h in m.handles)
+    backend = [m.config.adapter.backend]
+    recovered = CounterMetricFamily(
+        "siocluster_recovery_recovered", "Connections recovered (sid, rooms, data, missed "
+        "packets)", labels=["backend"])
+    recovered.add_metric(backend, st["recovered"])
+    yield recovered
+    failed = CounterMetricFamily(
+        "siocluster_recovery_not_recovered", "Recovery attempts answered with a fresh "
+        "session, by reason", labels=["backend", "reason"])
+    for reason, count in sorted(st["not_recovered"].items()):
+        failed.add_metric([*backend, reason], count)
+    yield failed
+    for key, kind, doc in (
+        ("replayed", "counter", "Packets replayed to recovered connections"),
+        ("appended", "counter", "Packets appended to the recovery log"),
+        ("trimmed_age", "counter", "Log packets trimmed by age"),
+        ("trimmed_size", "counter", "Log packets trimmed by size (max_log_bytes)"),
+        ("log_bytes", "gauge", "Bytes held by the recovery log"),
+        ("log_entries", "gauge", "Packets held by the recovery log"),
+        ("log_oldest_age_s", "gauge", "Age of the oldest packet in the recovery log"),
+        ("sessions", "gauge", "Sessions the recovery store holds"),
+        ("sessions_disconnected", "gauge", "Disconnected sessions still recoverable"),
+    ):
+        family: CounterMetricFamily | GaugeMetricFamily
+        if kind == "counter":
+            family = CounterMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
+        else:
+            family = GaugeMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
+        family.add_metric(backend, st[key])
+        yield family
 
 
 def _singleton_metrics(m: Master) -> Iterable[Metric]:

@@ -66,6 +66,7 @@ from .plan import (
 )
 from .policy import Action, ExitCause, classify_exit, decide_restart
 from .process import spawn_worker
+from .recovery import RecoveryDesk
 from .sampling import Sampler, recycle_cause
 from .state import WorkerState
 
@@ -122,6 +123,8 @@ class Master:
         self.lease_desk = LeaseDesk(config.cluster.singleton_lease_s, socket.gethostname())
         self.singletons = self.lease_desk.book
         self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
+        # Connection-state recovery: the sessions and packet log outlive the workers here.
+        self.recovery = RecoveryDesk(config.recovery) if config.recovery.enabled else None
 
     # WorkerDirectory, for the balancer
 
@@ -185,9 +188,13 @@ class Master:
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
             self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
+        if self.recovery is not None:
+            self.recovery.start()
         try:
             await self._main_loop()
         finally:
+            if self.recovery is not None:
+                await self.recovery.close()
             await self._shutdown()
         if self.halt is not None:
             raise self.halt
@@ -428,8 +435,19 @@ class Master:
         except (OSError, control.FrameError) as exc:
             log.warning("worker %d control channel: %s", h.slot, exc)
 
+    def _serving_writers(self) -> list[Callable[[bytes], None]]:
+        return [
+            h.writer.write for h in self.handles
+            if h.writer is not None and not h.writer.is_closing()
+            and h.state in (WorkerState.READY, WorkerState.DRAINING)
+        ]
+
     def _on_message(self, h: WorkerHandle, msg: control.ControlMessage) -> None:
         now = time.monotonic()
+        if self.recovery is not None and h.writer is not None and self.recovery.on_message(
+            (h.slot, h.generation), msg, h.writer.write, self._serving_writers
+        ):
+            return
         if isinstance(msg, control.Heartbeat):
             h.last_heartbeat_mono = now
             h.connections = msg.connections
@@ -439,6 +457,7 @@ class Master:
             h.guards = msg.guards
             h.adapter = msg.adapter
             h.emits, h.external_refused = msg.emits, msg.external_refused
+            h.recovery = msg.recovery
             if self.balancer.limits.max_sessions_per_ip:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
@@ -496,6 +515,8 @@ class Master:
         self.emit_relay.worker_gone(h)
         self.balancer.forget(h.slot, h.generation)
         self.lease_desk.holder_exited(h)
+        if self.recovery is not None:
+            self.recovery.worker_gone((h.slot, h.generation))
         self._sampler.forget(h.pid)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING

@@ -39,7 +39,7 @@ from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
 
 from . import control
-from .adapter import AdapterHandle, install_adapter
+from .adapter import AdapterHandle, ClusterManager, install_adapter
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
 from .emit import apply_emit
@@ -50,6 +50,7 @@ from .libcontract import driver_table, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
+from .recovery.agent import RecoveryAgent
 from .serving import AppServer, build_server
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
 from .sweep import drop_closed
@@ -78,6 +79,7 @@ class WorkerRuntime:
         self.client_errors: ClientErrorFilter | None = None
         self.singletons: SingletonRunner | None = None
         self.master_leases: MasterLeases | None = None
+        self.recovery: RecoveryAgent | None = None
 
     # Wiring into python-engineio's public surface
 
@@ -199,6 +201,7 @@ class WorkerRuntime:
             sessions_by_ip=self.session_changes(),
             singletons=self.singletons.report() if self.singletons else {},
             emits=dict(getattr(self.adapter, "emits", {})),
+            recovery=self.recovery.status() if self.recovery is not None else {},
             external_refused=dict(getattr(self.adapter, "refused", {})),
         )
 
@@ -245,6 +248,8 @@ class WorkerRuntime:
         if self.singletons is not None:  # first: the successor starts while we drain
             singletons = self.singletons
             steps.append(("singletons", lambda: singletons.stop(min(timeout_s, 5.0)), timeout_s))
+        if self.recovery is not None:
+            self.recovery.prepare_drain()  # before the close: they recover elsewhere
         steps += [
             ("close sessions", close_sessions, min(timeout_s, 3.0)),
             ("socketio shutdown", sio.shutdown, timeout_s),
@@ -327,6 +332,16 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             await writer.drain()
         return control.BOOT_FAILED_EXIT
 
+    if config.recovery.enabled and isinstance(runtime.adapter, ClusterManager):
+
+        def send(message: control.ControlMessage) -> None:
+            writer.write(control.encode(message))
+
+        runtime.recovery = RecoveryAgent(
+            loaded.sio, runtime.adapter, send,
+            skip_middlewares=config.recovery.skip_middlewares,
+        )
+        runtime.recovery.install()
     if handoff_fd is not None:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)
@@ -360,6 +375,13 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
                 return
             if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
                 runtime.master_leases.on_reply(incoming)
+            if runtime.recovery is not None:
+                if isinstance(incoming, control.LogDeliver):
+                    await runtime.recovery.on_deliver(incoming)
+                    continue
+                if isinstance(incoming, control.RestoreReply):
+                    runtime.recovery.on_restore_reply(incoming)
+                    continue
             if isinstance(incoming, control.Emit):
                 task = asyncio.create_task(apply_emit(loaded.sio, incoming, writer))
                 emits.add(task)

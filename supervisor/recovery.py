@@ -1,0 +1,105 @@
+"""The master's recovery desk: it holds the sessions and the packet log.
+
+The master outlives every worker, so the state connection-state recovery
+needs (see :mod:`worker.recovery.store`) lives here, and survives a SIGKILLed
+worker and a rolling restart.  This module is the thin I/O shell around the
+pure :class:`~worker.recovery.store.RecoveryStore`: it answers the control
+messages of :mod:`worker.control` (``LogAppend`` numbered and sent to every
+serving worker as one ``LogDeliver``; ``SessionState``/``SessionClosed`` kept;
+``RestoreRequest`` decided), marks a dead worker's sessions disconnected, and
+trims the log once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from worker import control
+from worker.config import RecoveryConfig
+from worker.recovery.store import Entry, RecoveryStore
+
+__all__ = ["RecoveryDesk"]
+
+Owner = tuple[int, int]
+Writer = Callable[[bytes], None]
+
+
+class RecoveryDesk:
+    def __init__(self, config: RecoveryConfig) -> None:
+        self.config = config
+        self.store = RecoveryStore(
+            config.max_disconnection_s, config.max_log_bytes, secrets.token_hex(4)
+        )
+        self._trimmer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._trimmer = asyncio.create_task(self._trim_forever())
+
+    async def close(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+
+    async def _trim_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.store.trim(time.monotonic())
+
+    def _deliver(self, entry: Entry) -> control.LogDeliver:
+        return control.LogDeliver(
+            offset=self.store.offset(entry.seq), nsp=entry.nsp, rooms=list(entry.rooms),
+            exclude=list(entry.exclude), payload=entry.payload,
+        )
+
+    def on_message(
+        self, owner: Owner, msg: control.ControlMessage, reply: Writer,
+        serving: Callable[[], Iterable[Writer]],
+    ) -> bool:
+        """Handle ``msg`` if it is a recovery message; False otherwise."""
+        now = time.monotonic()
+        store = self.store
+        if isinstance(msg, control.LogAppend):
+            entry = store.append(msg.nsp, tuple(msg.rooms), tuple(msg.exclude), msg.payload, now)
+            frame = control.encode(self._deliver(entry))
+            for write in serving():
+                write(frame)
+        elif isinstance(msg, control.SessionState):
+            store.upsert(owner, msg.pid, msg.sid, msg.nsp, tuple(msg.rooms), msg.data)
+        elif isinstance(msg, control.SessionClosed):
+            store.closed(owner, msg.pid, recoverable=msg.recoverable, now=now)
+        elif isinstance(msg, control.RestoreRequest):
+            result = store.restore(msg.pid, msg.offset, msg.nsp, owner, now)
+            if result.reason is not None or result.session is None:
+                answer = control.RestoreReply(rid=msg.rid, pid=msg.pid,
+                                              reason=str(result.reason))
+            else:
+                s = result.session
+                answer = control.RestoreReply(
+                    rid=msg.rid, pid=msg.pid, sid=s.sid, rooms=list(s.rooms), data=s.data,
+                    missed=[self._deliver(e) for e in result.missed],
+                )
+            reply(control.encode(answer))
+        else:
+            return False
+        return True
+
+    def worker_gone(self, owner: Owner) -> None:
+        self.store.owner_gone(owner, time.monotonic())
+
+    def status(self, workers: Iterable[dict[str, int]] = ()) -> dict[str, Any]:
+        out = self.store.status(time.monotonic())
+        refused = timeouts = 0
+        for counters in workers:
+            refused += counters.get("not_recovered/refused", 0)
+            timeouts += counters.get("not_recovered/timeout", 0)
+        not_recovered = dict(out["not_recovered"])  # type: ignore[call-overload]
+        if refused:  # granted by the store, then refused by the app's connect handler
+            not_recovered["refused"] = refused
+            out["recovered"] = max(0, int(out["recovered"]) - refused)  # type: ignore[call-overload]
+        if timeouts:
+            not_recovered["timeout"] = timeouts
+        out["not_recovered"] = not_recovered
+        return out

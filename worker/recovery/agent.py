@@ -1,0 +1,349 @@
+"""The worker's side of connection-state recovery.
+
+Theory of operation
+-------------------
+
+The sessions and the packet log live in the master (:mod:`.store`); this
+agent wires one worker's python-socketio server to them over the control
+channel, through public hooks and a subclass of the app's packet class:
+
+* **pid in the CONNECT reply**: python-socketio builds the reply with
+  ``sio.packet_class(CONNECT, {"sid": sid})``; the app's packet class is
+  replaced by a subclass (the documented ``serializer`` extension point) that
+  adds the session's ``pid``.
+* **emits**: the :class:`~worker.adapter.manager.ClusterManager` hands every
+  emit without a callback to :meth:`RecoveryAgent.append` (a ``LogAppend`` to
+  the master) instead of delivering it; the master numbers it and sends a
+  ``LogDeliver`` to every worker, which delivers it to its own sockets with
+  the offset appended as the last argument (:meth:`on_deliver`).
+* **session state**: the owner sends ``SessionState`` (sid, rooms, data) when a
+  socket connects and after each room change or ``save_session``, coalesced
+  to one message per session per loop iteration; ``SessionClosed`` when it
+  goes (recoverable unless the client or the app disconnected it on purpose,
+  as Node's rule).  A SIGKILLed worker sends nothing: the master marks its
+  sessions disconnected when it sees the exit.
+* **CONNECT with {pid, offset}**: ``_handle_connect`` (a private hook listed
+  in :mod:`worker.libcontract`) asks the master first (``RestoreRequest``).
+  On success the manager's ``pre_connect`` reuses the old sid, the connect
+  handler is skipped when ``skip_middlewares`` (else it may refuse, which
+  ends the session), the CONNECT reply carries the old pid (so the client
+  sets ``recovered``), and ``connect`` rejoins the rooms, restores the data
+  and replays the missed packets, then those that arrived meanwhile, before
+  the socket takes live traffic again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .. import control
+from ..libcontract import server_hook, set_server_hook
+from .store import Entry, Reason, Room, matches
+
+__all__ = ["RecoveryAgent", "is_recovered"]
+
+log = logging.getLogger("siocluster.recovery")
+
+RESTORE_TIMEOUT_S = 3.0
+_MARK = "_siocluster_recovery"
+_ENVIRON_KEY = "siocluster.recovered"
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
+
+
+def is_recovered(sio: Any, sid: str, namespace: str = "/") -> bool:
+    """True while the connection ``sid`` is one that was recovered (Node's ``socket.recovered``)."""
+    agent = getattr(sio, "siocluster_recovery", None)
+    return bool(agent is not None and (namespace, sid) in agent.recovered_sids)
+
+
+class _Pending:
+    """A restore the master granted, until its socket has replayed everything."""
+
+    __slots__ = ("data", "eio_sid", "nsp", "pid", "queue", "replaying", "rooms", "sid")
+
+    def __init__(self, reply: control.RestoreReply, pid: str, nsp: str) -> None:
+        self.sid = reply.sid
+        self.pid = pid
+        self.nsp = nsp
+        self.rooms: tuple[Room, ...] = tuple(reply.rooms)
+        self.data = reply.data
+        self.queue: collections.deque[control.LogDeliver] = collections.deque(reply.missed)
+        self.replaying = False
+
+
+class RecoveryAgent:
+    def __init__(
+        self, sio: Any, manager: Any, send: Callable[[control.ControlMessage], None],
+        *, skip_middlewares: bool,
+    ) -> None:
+        self.sio = sio
+        self.manager = manager
+        self._send = send
+        self.skip_middlewares = skip_middlewares
+        self.draining = False
+        self._rids = itertools.count(1)
+        self._waiting: dict[int, tuple[asyncio.Future[control.RestoreReply], str, str, str]] = {}
+        self._pending: dict[tuple[str, str], _Pending] = {}  # (nsp, eio_sid) -> granted
+        self._by_sid: dict[tuple[str, str], _Pending] = {}  # (nsp, sid) -> granted, replaying
+        self.pids: dict[tuple[str, str], str] = {}  # (nsp, sid) -> pid
+        self._data: dict[tuple[str, str], bytes] = {}
+        self._reasons: dict[tuple[str, str], str] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._flush_scheduled = False
+        self.recovered_sids: set[tuple[str, str]] = set()
+        # Counters
+        self.counters: collections.Counter[str] = collections.Counter()
+
+    # Installation
+
+    def install(self) -> None:
+        sio = self.sio
+        sio.siocluster_recovery = self
+        sio.packet_class = _packet_class(sio.packet_class, self._pid_for)
+        self.manager.recovery = self
+        original_connect = server_hook(sio, "_handle_connect")
+        if not getattr(original_connect, _MARK, False):
+
+            async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
+                nsp = namespace or "/"
+                if isinstance(data, dict) and isinstance(data.get("pid"), str):
+                    await self._ask_restore(eio_sid, nsp, data)
+                try:
+                    return await original_connect(eio_sid, namespace, data)
+                finally:
+                    self._abandon(nsp, eio_sid)
+
+            setattr(handle_connect, _MARK, True)
+            set_server_hook(sio, "_handle_connect", handle_connect)
+        original_trigger = server_hook(sio, "_trigger_event")
+        if not getattr(original_trigger, _MARK, False):
+
+            async def trigger_event(event: str, namespace: str, *args: Any) -> Any:
+                nsp = namespace or "/"
+                if event == "connect" and args:
+                    pending = self._by_sid.get((nsp, args[0]))
+                    if pending is not None and self.skip_middlewares:
+                        return True  # Node's skipMiddlewares: the handler is not run again
+                elif event == "disconnect" and len(args) >= 2:
+                    self._reasons[(nsp, args[0])] = str(args[1])
+                return await original_trigger(event, namespace, *args)
+
+            setattr(trigger_event, _MARK, True)
+            set_server_hook(sio, "_trigger_event", trigger_event)
+        original_save = sio.save_session
+
+        async def save_session(sid: str, session: Any, namespace: str | None = None) -> None:
+            await original_save(sid, session, namespace=namespace)
+            self._session_saved(namespace or "/", sid, session)
+
+        sio.save_session = save_session
+
+    # Packets: pid in the CONNECT reply
+
+    def _pid_for(self, nsp: str, sid: str) -> str | None:
+        return self.pids.get((nsp, sid))
+
+    # Restore
+
+    async def _ask_restore(self, eio_sid: str, nsp: str, auth: dict[str, Any]) -> None:
+        pid = auth["pid"]
+        offset = auth.get("offset")
+        rid = next(self._rids)
+        future: asyncio.Future[control.RestoreReply] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = (future, eio_sid, nsp, pid)
+        self._send(control.RestoreRequest(
+            rid=rid, pid=pid, offset=offset if isinstance(offset, str) else None, nsp=nsp
+        ))
+        try:
+            reply = await asyncio.wait_for(future, RESTORE_TIMEOUT_S)
+        except TimeoutError:
+            self.counters[f"not_recovered/{Reason.TIMEOUT}"] += 1
+            return
+        finally:
+            self._waiting.pop(rid, None)
+        if reply.reason:
+            log.debug("no recovery for %s: %s", pid, reply.reason)
+
+    def on_restore_reply(self, reply: control.RestoreReply) -> None:
+        """From the control reader, in order with LogDeliver: register before any newer packet."""
+        waiting = self._waiting.get(reply.rid)
+        if waiting is None:
+            if not reply.reason:  # granted after we gave up waiting: give it back
+                self._send(control.SessionClosed(pid=reply.pid, recoverable=True))
+            return
+        future, eio_sid, nsp, pid = waiting
+        if not reply.reason:
+            pending = _Pending(reply, pid, nsp)
+            self._pending[(nsp, eio_sid)] = pending
+            self._by_sid[(nsp, pending.sid)] = pending
+        if not future.done():
+            future.set_result(reply)
+
+    def restored_sid(self, eio_sid: str, nsp: str) -> str | None:
+        """For the manager's ``pre_connect``: the sid to reuse, or None for a fresh one."""
+        pending = self._pending.get((nsp, eio_sid))
+        if pending is None:
+            return None
+        self.pids[(nsp, pending.sid)] = pending.pid
+        return pending.sid
+
+    def fresh_sid(self, nsp: str, sid: str) -> None:
+        self.pids[(nsp, sid)] = secrets.token_urlsafe(12)
+
+    def _abandon(self, nsp: str, eio_sid: str) -> None:
+        """After python-socketio's connect: a granted restore that did not connect."""
+        pending = self._pending.pop((nsp, eio_sid), None)
+        if pending is None or pending.replaying:
+            return
+        self._by_sid.pop((nsp, pending.sid), None)
+        self.pids.pop((nsp, pending.sid), None)
+        self.counters[f"not_recovered/{Reason.REFUSED}"] += 1
+        self._send(control.SessionClosed(pid=pending.pid, recoverable=False))
+
+    async def connected(self, sid: str, nsp: str) -> None:
+        """From the manager's ``connect``: the CONNECT reply is out."""
+        key = (nsp, sid)
+        pending = self._by_sid.get(key)
+        if pending is None:
+            self._mark_dirty(key)
+            return
+        eio_sid = self.manager.eio_sid_from_sid(sid, nsp)
+        self._pending.pop((nsp, eio_sid), None)
+        pending.replaying = True
+        for room in pending.rooms:
+            if room != sid:
+                self.manager.basic_enter_room(sid, nsp, room)
+        if pending.data:
+            with contextlib.suppress(Exception):
+                data = _decode(pending.data)
+                await self.sio.save_session(sid, data, namespace=nsp)
+        self._data[key] = pending.data
+        self.recovered_sids.add(key)
+        self.counters["recovered"] += 1
+        # Replay; packets that arrive meanwhile join the queue (see on_deliver).
+        while pending.queue:
+            item = pending.queue.popleft()
+            event, args = _decode(item.payload)
+            await self.manager.deliver_to_sid(sid, nsp, event, [*args, item.offset])
+            self.counters["replayed"] += 1
+        del self._by_sid[key]
+        self._mark_dirty(key)
+
+    # Live packets
+
+    def append(
+        self, event: str, args: list[Any], nsp: str, rooms: tuple[Room, ...],
+        exclude: tuple[Room, ...],
+    ) -> None:
+        payload = _encode([event, args])
+        self._send(control.LogAppend(nsp=nsp, rooms=list(rooms), exclude=list(exclude),
+                                     payload=payload))
+
+    async def on_deliver(self, msg: control.LogDeliver) -> None:
+        exclude = tuple(msg.exclude)
+        if self._by_sid:
+            entry = Entry(0, 0.0, msg.nsp, tuple(msg.rooms), exclude, b"")
+            held: list[Room] = []
+            for (nsp, sid), pending in self._by_sid.items():
+                if matches((*pending.rooms, sid), nsp, entry):
+                    pending.queue.append(msg)
+                    held.append(sid)
+            exclude = (*exclude, *held)
+        event, args = _decode(msg.payload)
+        await self.manager.deliver_logged(event, [*args, msg.offset], msg.nsp,
+                                          tuple(msg.rooms), exclude)
+
+    # Session state, write-through
+
+    def _session_saved(self, nsp: str, sid: str, session: Any) -> None:
+        key = (nsp, sid)
+        if key not in self.pids:
+            return
+        try:
+            self._data[key] = _encode(session)
+        except (TypeError, ValueError):
+            self.counters["unserializable_session"] += 1
+            self._data[key] = b""
+        self._mark_dirty(key)
+
+    def rooms_changed(self, nsp: str, sid: str) -> None:
+        if (nsp, sid) in self.pids and (nsp, sid) not in self._by_sid:
+            self._mark_dirty((nsp, sid))
+
+    def _mark_dirty(self, key: tuple[str, str]) -> None:
+        self._dirty.add(key)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, set()
+        for nsp, sid in dirty:
+            pid = self.pids.get((nsp, sid))
+            if pid is None or not self.manager.is_connected(sid, nsp):
+                continue
+            rooms = [r for r in self.manager.get_rooms(sid, nsp) if r != sid]
+            self._send(control.SessionState(
+                pid=pid, sid=sid, nsp=nsp, rooms=rooms, data=self._data.get((nsp, sid), b"")
+            ))
+
+    def gone(self, sid: str, nsp: str) -> None:
+        """From the manager's ``basic_disconnect``."""
+        key = (nsp, sid)
+        pid = self.pids.pop(key, None)
+        reason = self._reasons.pop(key, "")
+        self._data.pop(key, None)
+        self._dirty.discard(key)
+        self.recovered_sids.discard(key)
+        if pid is None or key in self._by_sid:
+            return
+        deliberate = reason in ("client disconnect", "server disconnect")
+        if reason == "server disconnect" and self.draining:
+            deliberate = False  # we close it so that it recovers on another worker
+        self._send(control.SessionClosed(pid=pid, recoverable=not deliberate))
+
+    def prepare_drain(self) -> None:
+        """Before a drain closes every session: they are recoverable elsewhere."""
+        self.draining = True
+        self._dirty.update(self.pids)
+        self.flush()
+
+    def status(self) -> dict[str, int]:
+        out = dict(self.counters)
+        out["sessions"] = len(self.pids)
+        return out
+
+
+def _packet_class(base: type[Any], pid_for: Callable[[str, str], str | None]) -> type[Any]:
+    """The app's packet class, adding ``pid`` to the CONNECT reply of a known session."""
+    from socketio import packet as sio_packet
+
+    if getattr(base, _MARK, False):
+        return base
+    connect = sio_packet.CONNECT
+
+    class RecoveryPacket(base):  # type: ignore[misc]
+        def __init__(self, packet_type: int = sio_packet.EVENT, data: Any = None,
+                     namespace: str | None = None, id: Any = None, binary: Any = None,
+                     encoded_packet: Any = None) -> None:
+            if packet_type == connect and isinstance(data, dict) and "sid" in data:
+                pid = pid_for(namespace or "/", data["sid"])
+                if pid is not None:
+                    data = {**data, "pid": pid}
+            super().__init__(packet_type, data, namespace=namespace, id=id, binary=binary,
+                             encoded_packet=encoded_packet)
+
+    setattr(RecoveryPacket, _MARK, True)
+    RecoveryPacket.__name__ = f"Recovery{base.__name__}"
+    return RecoveryPacket

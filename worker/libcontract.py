@@ -34,7 +34,9 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
     ),
     ("socketio.AsyncServer", "_trigger_event"): (
         "the only call site of every connect handler (function, namespace class or none): "
-        "JWT auth runs there, and per-socket limiter state is dropped on disconnect"
+        "JWT auth runs there, per-socket limiter state is dropped on disconnect, a "
+        "recovered connection skips the handler (skip_middlewares), and the disconnect "
+        "reason (recoverable or not) is only seen there"
     ),
     ("socketio.AsyncServer", "_handle_event"): (
         "runs before python-socketio starts a task for an event handler, so an event "
@@ -42,7 +44,7 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
     ),
     ("socketio.AsyncServer", "_handle_connect"): (
         "sees the CONNECT packet's auth payload, which fetch_sockets reports as Node's "
-        "handshake.auth does"
+        "handshake.auth does, and connection-state recovery reads its pid and offset"
     ),
 }
 

@@ -207,6 +207,10 @@ class RecoveryAgent:
             return
         self._by_sid.pop((nsp, pending.sid), None)
         self.pids.pop((nsp, pending.sid), None)
+        if self.draining or eio_sid not in self.sio.eio.sockets:
+            # The connection went away before the CONNECT completed: still recoverable.
+            self._send(control.SessionClosed(pid=pending.pid, recoverable=True))
+            return
         self.counters[f"not_recovered/{Reason.REFUSED}"] += 1
         self._send(control.SessionClosed(pid=pending.pid, recoverable=False))
 

@@ -98,6 +98,8 @@ class HealthConfig:
     fail_max_restarts: int = 10
     # "stop": a worker that cannot import the app stops the cluster.
     on_boot_failure: Literal["stop", "retry"] = "stop"
+    # A draining worker (roll, recycle, scale-down) closes its sessions spread over this long.
+    drain_spread_s: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

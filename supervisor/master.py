@@ -389,9 +389,11 @@ class Master:
             h.state = WorkerState.DRAINING
         self._invalidate()
         timeout = self.config.cluster.graceful_timeout_s
+        # A successor takes the sessions: spread the closes (a full stop has none).
+        spread = 0.0 if cause is ExitCause.SHUTDOWN else self.config.health.drain_spread_s
         writer = h.writer
         if writer is not None and not writer.is_closing():
-            writer.write(control.encode(control.Drain(timeout_s=timeout)))
+            writer.write(control.encode(control.Drain(timeout_s=timeout, spread_s=spread)))
         else:
             h.process.terminate()
         h.kill_at_mono = time.monotonic() + timeout + self.config.health.kill_grace_s

@@ -78,6 +78,8 @@ class Configure(msgspec.Struct, tag="configure", frozen=True):
 
 class Drain(msgspec.Struct, tag="drain", frozen=True):
     timeout_s: float
+    # Close the sessions spread over this long (0: all at once, as on a full stop).
+    spread_s: float = 0.0
 
 
 class Ready(msgspec.Struct, tag="ready", frozen=True):

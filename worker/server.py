@@ -42,6 +42,7 @@ from . import control
 from .adapter import AdapterHandle, ClusterManager, install_adapter
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
+from .drain import UPGRADE_GRACE_S, close_spread
 from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
@@ -50,6 +51,7 @@ from .libcontract import driver_table, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
+from .outbound import install_outbound_queues
 from .recovery.agent import RecoveryAgent
 from .serving import AppServer, build_server
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
@@ -80,6 +82,7 @@ class WorkerRuntime:
         self.singletons: SingletonRunner | None = None
         self.master_leases: MasterLeases | None = None
         self.recovery: RecoveryAgent | None = None
+        self.outbound_overflows = 0
 
     # Wiring into python-engineio's public surface
 
@@ -118,6 +121,14 @@ class WorkerRuntime:
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
         self.guards = install_guards(self.loaded.sio, self.config)
+        install_outbound_queues(eio, self.config.limits.max_outbound_bytes, self._overflowed)
+
+    def _overflowed(self, eio_sid: str) -> None:
+        self.outbound_overflows += 1
+        if self.outbound_overflows == 1 or self.outbound_overflows % 100 == 0:
+            log.warning("closed session %s: more than %d bytes waiting to be sent to it "
+                        "(%d so far; [limits] max_outbound_bytes)", eio_sid,
+                        self.config.limits.max_outbound_bytes, self.outbound_overflows)
 
     def _translated(self, environ: dict[str, Any], remote: str | None) -> None:
         if "sid=" not in environ["QUERY_STRING"]:
@@ -209,6 +220,8 @@ class WorkerRuntime:
         counters = self.guards.status() if self.guards is not None else {}
         if self.client_errors is not None:
             counters["malformed_input"] = self.client_errors.count
+        if self.outbound_overflows:
+            counters["outbound_overflow"] = self.outbound_overflows
         return counters
 
     def session_changes(self) -> dict[str, int]:
@@ -227,7 +240,7 @@ class WorkerRuntime:
         self._sessions_reported = dict(counts)
         return changes
 
-    async def stop(self, timeout_s: float) -> None:
+    async def stop(self, timeout_s: float, spread_s: float = 0.0) -> None:
         """Close sessions (clients reconnect elsewhere), stop the adapter, then the server.
 
         The server goes last: it stops accepting, closes what connections are
@@ -241,6 +254,9 @@ class WorkerRuntime:
         # A close packet for a polling client waits for its next GET; a client
         # that vanished never sends one, so that step is bounded on its own.
         async def close_sessions() -> None:
+            if spread_s > 0 and sio.eio.sockets:
+                closed = await close_spread(sio.eio.sockets, sio.eio.disconnect, spread_s)
+                log.info("drain: closed %d sessions over %.1fs", closed, spread_s)
             if sio.eio.sockets:  # python-engineio's disconnect() fails on none
                 await sio.eio.disconnect()
 
@@ -251,7 +267,7 @@ class WorkerRuntime:
         if self.recovery is not None:
             self.recovery.prepare_drain()  # before the close: they recover elsewhere
         steps += [
-            ("close sessions", close_sessions, min(timeout_s, 3.0)),
+            ("close sessions", close_sessions, min(timeout_s, 3.0 + spread_s + UPGRADE_GRACE_S)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
         if self.adapter is not None:
@@ -347,6 +363,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         channel.setblocking(False)
         runtime.adopt_handoffs(channel)
     drain_timeout = config.graceful_timeout_s
+    drain_spread = 0.0
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
@@ -363,7 +380,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     emits: set[asyncio.Task[None]] = set()
 
     async def read_control() -> None:
-        nonlocal drain_timeout
+        nonlocal drain_timeout, drain_spread
         while True:
             incoming = await messages.next()
             if incoming is None:
@@ -372,6 +389,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
                 return
             if isinstance(incoming, control.Drain):
                 drain_timeout = incoming.timeout_s
+                drain_spread = min(incoming.spread_s, max(0.0, incoming.timeout_s / 2))
                 return
             if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
                 runtime.master_leases.on_reply(incoming)
@@ -400,7 +418,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         if not task.cancelled() and task.exception() is not None:
             log.warning("worker loop ended: %r", task.exception())
     started = time.monotonic()
-    await runtime.stop(drain_timeout)
+    await runtime.stop(drain_timeout, drain_spread)
     log.info("stopped after %.2fs", time.monotonic() - started)
     writer.close()
     return 0

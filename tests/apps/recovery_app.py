@@ -24,6 +24,17 @@ async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         await sio.enter_room(sid, "stream")
         async with sio.session(sid) as session:
             session["name"] = auth.get("name")
+    if isinstance(auth, dict) and auth.get("role") == "flooded":
+        await sio.enter_room(sid, "flood")
+
+
+@sio.event
+async def flood(sid: str, count: int, size: int) -> int:
+    """``count`` messages of ``size`` bytes to the room "flood" (a slow reader's room)."""
+    blob = "x" * size
+    for _ in range(count):
+        await sio.emit("blob", blob, to="flood")
+    return count
 
 
 @sio.event

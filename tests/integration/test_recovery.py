@@ -14,6 +14,7 @@ a 2 s window) the last:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import select
@@ -21,15 +22,21 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.cluster import Cluster, start_cluster
+from tests.eio import EIO_PATH, handshake, poll, post, ws_call
 from tests.integration.test_js_client import JS, npm_install
 
 WINDOW_S = 10.0  # a roll moves some clients twice, with socket.io-client's backoff between
 SHORT_WINDOW_S = 2.0
+OUTBOUND_CAP = 1_000_000
+STORM_SESSIONS = 600
+STORM_PACE_S = 0.005  # one new session every 5 ms: the storm lasts about 3 s
 CLIENTS = 30
 NODE_TIMEOUT_S = 60.0
 
@@ -38,7 +45,9 @@ NODE_TIMEOUT_S = 60.0
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     npm_install(JS)
     env = {"SIOCLUSTER_RECOVERY_MAX_DISCONNECTION_S": str(WINDOW_S),
-           "SIOCLUSTER_ADAPTER_BACKEND": "local"}
+           "SIOCLUSTER_ADAPTER_BACKEND": "local",
+           "SIOCLUSTER_HEALTH_DRAIN_SPREAD_S": os.environ.get("TEST_DRAIN_SPREAD_S", "1.0"),
+           "SIOCLUSTER_LIMITS_MAX_OUTBOUND_BYTES": str(OUTBOUND_CAP)}
     with start_cluster("recovery_app:app", workers=2, env=env,
                        tmp_path=tmp_path_factory.mktemp("recovery")) as c:
         yield c
@@ -176,3 +185,132 @@ def test_offline_longer_than_the_window_gets_a_fresh_session(
     fresh = sum(after["not_recovered"].get(k, 0) - before["not_recovered"].get(k, 0)
                 for k in ("expired", "unknown"))
     assert fresh == 1, (before, after)
+
+
+def ws_url(base: str, sid: str) -> str:
+    return base.replace("http", "ws", 1) + f"{EIO_PATH}?EIO=4&transport=websocket&sid={sid}"
+
+
+async def storm_during_roll(cluster: Cluster) -> dict[str, Any]:
+    """STORM_SESSIONS clients do the polling handshake, CONNECT, the WebSocket upgrade and
+    one ack while a SIGHUP roll drains the workers they land on."""
+    failures: dict[str, list[str]] = {"handshake": [], "connect": [], "upgrade": []}
+    moved = ok = 0
+    pids: list[int] = []
+    base = cluster.url
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one(i: int) -> None:
+            nonlocal moved, ok
+            await asyncio.sleep(i * STORM_PACE_S)  # paced, so that the roll lands mid-storm
+            if True:
+                try:
+                    sid = (await handshake(http, base))["sid"]
+                except Exception as exc:
+                    failures["handshake"].append(f"{i}: {exc!r}")
+                    return
+                try:
+                    assert await post(http, base, sid, "40") == 200
+                    status, text = await poll(http, base, sid)
+                    assert status == 200 and text.startswith("40"), (status, text)
+                except Exception as exc:
+                    failures["connect"].append(f"{i}: {exc!r}")
+                    return
+                try:
+                    ws = await http.ws_connect(ws_url(base, sid))
+                    await ws.send_str("2probe")
+                    msg = await ws.receive(timeout=10)
+                    assert msg.data == "3probe", msg
+                    await ws.send_str("5")
+                except Exception as exc:
+                    failures["upgrade"].append(f"{i}: {exc!r}")
+                    return
+                try:
+                    pids.append((await ws_call(ws, "whoami"))["pid"])
+                    ok += 1
+                except Exception:
+                    moved += 1  # upgraded, then closed by the drain: its client reconnects
+                await ws.close()
+
+        old = cluster.worker_pids()
+        cluster.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # start as the first replacement comes up
+            if any(w["state"] == "ready" and w["pid"] not in old
+                   for w in cluster.status()["workers"]):
+                break
+            await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(one(i)) for i in range(STORM_SESSIONS)]
+        await asyncio.gather(*tasks)
+    return {"failures": failures, "moved": moved, "ok": ok, "pids": pids}
+
+
+def test_connect_storm_during_a_roll_loses_no_session(cluster: Cluster) -> None:
+    old = cluster.worker_pids()
+    result = asyncio.run(storm_during_roll(cluster))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        workers = cluster.status()["workers"]
+        if len(workers) == 2 and all(w["state"] == "ready" for w in workers) \
+                and not {w["pid"] for w in workers} & old:
+            break
+        time.sleep(0.2)
+    by_old = sum(1 for p in result["pids"] if p in old)
+    print(f"storm during a roll: {result['ok']} answered ({by_old} by the old workers), "
+          f"{result['moved']} closed by the drain after their upgrade")
+    assert 0 < by_old < STORM_SESSIONS, "the roll did not overlap the storm"
+    for kind, failed in result["failures"].items():
+        assert failed == [], f"{len(failed)} {kind} failures: {failed[:5]}"
+    assert result["ok"] + result["moved"] == STORM_SESSIONS
+    assert cluster.status()["balancer"]["session_unknown_400"] == 0
+
+
+def vm_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def slow_reader(cluster: Cluster, count: int, size: int) -> tuple[int, int]:
+    """Flood a reader that reads nothing; its worker's RSS before and after."""
+    base = cluster.url
+    async with aiohttp.ClientSession() as http:
+        sid = (await handshake(http, base))["sid"]
+        assert await post(http, base, sid, '40{"role":"flooded"}') == 200
+        _status, text = await poll(http, base, sid)
+        assert text.startswith("40"), text
+        # A reader that never reads: nothing is consumed after the upgrade.
+        ws = await http.ws_connect(ws_url(base, sid), max_msg_size=0)
+        await ws.send_str("2probe")
+        assert (await ws.receive(timeout=10)).data == "3probe"
+        await ws.send_str("5")
+        pid = (await ws_call(ws, "whoami"))["pid"]
+        rss_before = vm_rss(pid)
+        sender_sid = (await handshake(http, base))["sid"]
+        assert await post(http, base, sender_sid, "40") == 200
+        await poll(http, base, sender_sid)
+        sender = await http.ws_connect(ws_url(base, sender_sid))
+        await sender.send_str("2probe")
+        await sender.receive(timeout=10)
+        await sender.send_str("5")
+        assert await ws_call(sender, "flood", count, size) == count
+        await asyncio.sleep(1.5)  # a heartbeat carries the counter
+        rss_after = vm_rss(pid)
+        await sender.close()
+        await ws.close()
+    return rss_before, rss_after
+
+
+def test_a_slow_reader_is_closed_at_the_outbound_cap(cluster: Cluster) -> None:
+    def overflows() -> int:
+        return sum(w.get("guards", {}).get("outbound_overflow", 0)
+                   for w in cluster.status()["workers"])
+
+    before = overflows()
+    flood = 200 * 100_000  # 20 MB to one reader that reads nothing; the cap is 1 MB
+    rss_before, rss_after = asyncio.run(slow_reader(cluster, 200, 100_000))
+    assert overflows() == before + 1
+    grown = rss_after - rss_before
+    print(f"slow reader: worker RSS grew {grown / 1e6:.1f} MB for a {flood / 1e6:.0f} MB flood")
+    assert grown < flood / 2, grown

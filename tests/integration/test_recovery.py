@@ -134,6 +134,12 @@ def test_kill_9_worker_every_client_recovers(cluster: Cluster) -> None:
     after = recovery_status(cluster)
     check_everyone_recovered(done, killed["receivers"], before, after)
     assert after["replayed"] >= before["replayed"], after
+    assert after["log_entries"] > 0 and after["log_bytes"] > 0, after
+    _code, metrics = cluster.admin("/metrics")
+    recovered = next(line for line in metrics.splitlines()
+                     if line.startswith('siocluster_recovery_recovered_total{backend="local"}'))
+    assert float(recovered.split()[-1]) == after["recovered"], recovered
+    assert "siocluster_recovery_log_oldest_age_s" in metrics
 
 
 def test_sighup_roll_every_client_recovers(cluster: Cluster) -> None:
@@ -314,3 +320,29 @@ def test_a_slow_reader_is_closed_at_the_outbound_cap(cluster: Cluster) -> None:
     grown = rss_after - rss_before
     print(f"slow reader: worker RSS grew {grown / 1e6:.1f} MB for a {flood / 1e6:.0f} MB flood")
     assert grown < flood / 2, grown
+
+
+async def python_clients(url: str) -> tuple[list[Any], list[Any]]:
+    import socketio
+
+    plain, opted_in = socketio.AsyncClient(), socketio.AsyncClient()
+    got: dict[str, list[Any]] = {"plain": [], "in": []}
+    plain.on("tick", lambda *args: got["plain"].append(list(args)))
+    opted_in.on("tick", lambda *args: got["in"].append(list(args)))
+    await plain.connect(url, auth={"role": "receiver", "name": "py"})
+    await opted_in.connect(url, auth={"role": "receiver", "name": "py2",
+                                      "siocluster_offsets": True})
+    assert await plain.call("publish", 7) == 7
+    for _ in range(50):
+        if got["plain"] and got["in"]:
+            break
+        await asyncio.sleep(0.05)
+    await plain.disconnect()
+    await opted_in.disconnect()
+    return got["plain"], got["in"]
+
+
+def test_python_socketio_clients_get_events_without_offsets(cluster: Cluster) -> None:
+    plain, opted_in = asyncio.run(python_clients(cluster.url))
+    assert plain == [[7]]  # the offset would be a second argument
+    assert len(opted_in) == 1 and opted_in[0][0] == 7 and isinstance(opted_in[0][1], str)

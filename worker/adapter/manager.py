@@ -552,7 +552,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         if sid is None or self.is_sid_room(namespace, sid):
             sid = await super().pre_connect(eio_sid, namespace)
             if sid is not None:
-                recovery.fresh_sid(namespace, sid)
+                recovery.fresh_sid(namespace, sid, eio_sid)
             return sid
         # python-socketio's pre_connect, with the recovered sid instead of a new one.
         self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)

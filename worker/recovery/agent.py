@@ -22,6 +22,10 @@ channel, through public hooks and a subclass of the app's packet class:
   goes (recoverable unless the client or the app disconnected it on purpose,
   as Node's rule).  A SIGKILLed worker sends nothing: the master marks its
   sessions disconnected when it sees the exit.
+* **clients that do not strip offsets**: python-socketio's own clients (and
+  any client on aiohttp or requests, by their User-Agent), or a client whose
+  CONNECT auth says ``"siocluster_offsets": false``, get no pid and their
+  events without the offset (delivered apart); they cannot recover anyway.
 * **CONNECT with {pid, offset}**: ``_handle_connect`` (a private hook listed
   in :mod:`worker.libcontract`) asks the master first (``RestoreRequest``).
   On success the manager's ``pre_connect`` reuses the old sid, the connect
@@ -39,6 +43,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +59,10 @@ __all__ = ["RecoveryAgent", "is_recovered"]
 log = logging.getLogger("siocluster.recovery")
 
 RESTORE_TIMEOUT_S = 3.0
+# python-socketio's clients send aiohttp's or requests' default User-Agent, and append
+# an offset to the handler's arguments instead of stripping it.
+PLAIN_USER_AGENT = re.compile(r"^(Python/\S+ aiohttp/|python-requests/)")
+OPT_OUT_KEY = "siocluster_offsets"
 _MARK = "_siocluster_recovery"
 _ENVIRON_KEY = "siocluster.recovered"
 _encode = msgspec.msgpack.Encoder().encode
@@ -101,6 +110,8 @@ class RecoveryAgent:
         self._dirty: set[tuple[str, str]] = set()
         self._flush_scheduled = False
         self.recovered_sids: set[tuple[str, str]] = set()
+        self.plain: dict[str, set[str]] = {}  # nsp -> sids that get events without offsets
+        self._plain_eio: set[tuple[str, str]] = set()  # (nsp, eio_sid), until pre_connect
         # Counters
         self.counters: collections.Counter[str] = collections.Counter()
 
@@ -116,11 +127,14 @@ class RecoveryAgent:
 
             async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
                 nsp = namespace or "/"
-                if isinstance(data, dict) and isinstance(data.get("pid"), str):
+                if self._wants_plain(eio_sid, data):
+                    self._plain_eio.add((nsp, eio_sid))
+                elif isinstance(data, dict) and isinstance(data.get("pid"), str):
                     await self._ask_restore(eio_sid, nsp, data)
                 try:
                     return await original_connect(eio_sid, namespace, data)
                 finally:
+                    self._plain_eio.discard((nsp, eio_sid))
                     self._abandon(nsp, eio_sid)
 
             setattr(handle_connect, _MARK, True)
@@ -147,6 +161,12 @@ class RecoveryAgent:
             self._session_saved(namespace or "/", sid, session)
 
         sio.save_session = save_session
+
+    def _wants_plain(self, eio_sid: str, auth: Any) -> bool:
+        if isinstance(auth, dict) and OPT_OUT_KEY in auth:
+            return auth[OPT_OUT_KEY] is False
+        environ = self.sio.environ.get(eio_sid, {})
+        return bool(PLAIN_USER_AGENT.match(str(environ.get("HTTP_USER_AGENT", ""))))
 
     # Packets: pid in the CONNECT reply
 
@@ -197,7 +217,10 @@ class RecoveryAgent:
         self.pids[(nsp, pending.sid)] = pending.pid
         return pending.sid
 
-    def fresh_sid(self, nsp: str, sid: str) -> None:
+    def fresh_sid(self, nsp: str, sid: str, eio_sid: str) -> None:
+        if (nsp, eio_sid) in self._plain_eio:
+            self.plain.setdefault(nsp, set()).add(sid)
+            return
         self.pids[(nsp, sid)] = secrets.token_urlsafe(12)
 
     def _abandon(self, nsp: str, eio_sid: str) -> None:
@@ -264,6 +287,15 @@ class RecoveryAgent:
                     held.append(sid)
             exclude = (*exclude, *held)
         event, args = _decode(msg.payload)
+        plain = self.plain.get(msg.nsp)
+        if plain:
+            entry = Entry(0, 0.0, msg.nsp, tuple(msg.rooms), exclude, b"")
+            to_plain = [s for s in plain
+                        if matches(self.manager.get_rooms(s, msg.nsp), msg.nsp, entry)]
+            if to_plain:
+                exclude = (*exclude, *to_plain)
+                await self.manager.deliver_logged(event, list(args), msg.nsp,
+                                                  tuple(to_plain), ())
         await self.manager.deliver_logged(event, [*args, msg.offset], msg.nsp,
                                           tuple(msg.rooms), exclude)
 
@@ -305,6 +337,9 @@ class RecoveryAgent:
     def gone(self, sid: str, nsp: str) -> None:
         """From the manager's ``basic_disconnect``."""
         key = (nsp, sid)
+        plain = self.plain.get(nsp)
+        if plain is not None:
+            plain.discard(sid)
         pid = self.pids.pop(key, None)
         reason = self._reasons.pop(key, "")
         self._data.pop(key, None)

@@ -13,6 +13,7 @@ from ..model import Section
 from .echo import polling_echo, ws_echo
 from .fanout import fanout
 from .idle import idle_memory
+from .recovery import recovery_fanout, recovery_kill, recovery_memory
 from .storm import connect_storm
 
 __all__ = ["WORKLOADS", "Workload"]
@@ -43,4 +44,7 @@ WORKLOADS: dict[str, Workload] = {
     "ws-echo-asgi": _asgi(ws_echo, "ws-echo-asgi"),
     "polling-echo-asgi": _asgi(polling_echo, "polling-echo-asgi"),
     "connect-storm-asgi": _asgi(connect_storm, "connect-storm-asgi"),
+    "recovery-fan-out": recovery_fanout,
+    "recovery-memory": recovery_memory,
+    "recovery-kill": recovery_kill,
 }

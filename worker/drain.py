@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["SessionFacts", "close_spread", "due_times", "may_close"]
+__all__ = ["SessionFacts", "close_session", "close_spread", "due_times", "may_close"]
 
 UPGRADE_GRACE_S = 3.0
 TICK_S = 0.05
@@ -52,6 +52,27 @@ def may_close(facts: SessionFacts, now: float, hard_deadline: float,
     if facts.upgrading:
         return False
     return facts.upgraded or facts.age_s >= upgrade_grace_s
+
+
+async def close_session(eio: Any, sid: str, *, reason: str | None = None,
+                        abort: bool = False) -> None:
+    """Close one Engine.IO session so that its client notices *now*.
+
+    python-engineio's ``disconnect(sid)`` queues a CLOSE packet and leaves a
+    WebSocket open: socket.io-client ignores a CLOSE packet on a WebSocket (its
+    polling transport honours it), so the client would reconnect only when the
+    worker exits or a ping times out, seconds later.  Here the session is closed
+    (the app's disconnect handlers run, CLOSE is queued unless ``abort``), then
+    the queue's ``None`` sentinel, python-engineio's own "writer, exit", makes
+    its WebSocket writer send what is queued and close the connection.
+    """
+    sock = eio.sockets.get(sid)
+    if sock is None:
+        return
+    await sock.close(wait=False, abort=abort, reason=reason or eio.reason.SERVER_DISCONNECT)
+    if sock.upgraded:
+        asyncio.Queue.put_nowait(sock.queue, None)
+    eio.sockets.pop(sid, None)
 
 
 def _facts(sock: Any, now: float) -> SessionFacts:

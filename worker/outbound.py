@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .drain import close_session
+
 __all__ = ["OutboundQueue", "install_outbound_queues", "packet_size"]
 
 log = logging.getLogger("siocluster.worker.outbound")
@@ -93,9 +95,9 @@ def install_outbound_queues(eio: Any, cap_bytes: int, on_overflow: Callable[[str
     async def _close(sid: str, sock: Any) -> None:
         # abort: no CLOSE packet (the queue is what overflowed); a transport error is
         # what the client sees, and python-socketio reports.
-        await sock.close(wait=False, abort=True, reason=eio.reason.TRANSPORT_ERROR)
-        asyncio.Queue.put_nowait(sock.queue, None)  # wake a WebSocket writer so it exits
-        eio.sockets.pop(sid, None)
+        await close_session(eio, sid, reason=eio.reason.TRANSPORT_ERROR, abort=True)
+        if not sock.upgraded:
+            asyncio.Queue.put_nowait(sock.queue, None)  # end a pending long-poll too
         on_overflow(sid)
 
     def create_queue(*args: Any, **kwargs: Any) -> OutboundQueue:

@@ -42,7 +42,7 @@ from . import control
 from .adapter import AdapterHandle, ClusterManager, install_adapter
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
-from .drain import UPGRADE_GRACE_S, close_spread
+from .drain import UPGRADE_GRACE_S, close_session, close_spread
 from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
@@ -255,7 +255,9 @@ class WorkerRuntime:
         # that vanished never sends one, so that step is bounded on its own.
         async def close_sessions() -> None:
             if spread_s > 0 and sio.eio.sockets:
-                closed = await close_spread(sio.eio.sockets, sio.eio.disconnect, spread_s)
+                eio = sio.eio
+                closed = await close_spread(eio.sockets, lambda s: close_session(eio, s),
+                                            spread_s)
                 log.info("drain: closed %d sessions over %.1fs", closed, spread_s)
             if sio.eio.sockets:  # python-engineio's disconnect() fails on none
                 await sio.eio.disconnect()

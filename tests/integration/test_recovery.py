@@ -2,7 +2,7 @@
 
 30 receivers in a room get a numbered stream from a sender that retries what is not
 acknowledged (tests/js/recovery.mjs; the app is tests/apps/recovery_app.py).  One cluster
-(2 workers, local backend, a 10 s window) serves the first two tests, a second one (1 worker,
+(2 workers, local backend, a 5 s window) serves the first two tests, a second one (1 worker,
 a 2 s window) the last:
 
 * kill -9 the worker holding the most receivers: every reconnection is recovered (same id,
@@ -32,7 +32,7 @@ from tests.cluster import Cluster, start_cluster
 from tests.eio import EIO_PATH, handshake, poll, post, ws_call
 from tests.integration.test_js_client import JS, npm_install
 
-WINDOW_S = 10.0  # a roll moves some clients twice, with socket.io-client's backoff between
+WINDOW_S = 5.0  # a roll may move a client twice, with socket.io-client's backoff between
 SHORT_WINDOW_S = 2.0
 OUTBOUND_CAP = 1_000_000
 STORM_SESSIONS = 600

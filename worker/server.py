@@ -266,8 +266,9 @@ class WorkerRuntime:
         if self.singletons is not None:  # first: the successor starts while we drain
             singletons = self.singletons
             steps.append(("singletons", lambda: singletons.stop(min(timeout_s, 5.0)), timeout_s))
-        if self.recovery is not None:
-            self.recovery.prepare_drain()  # before the close: they recover elsewhere
+        if self.recovery is not None:  # before the close: they recover elsewhere
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.recovery.prepare_drain(), min(timeout_s, 5.0))
         steps += [
             ("close sessions", close_sessions, min(timeout_s, 3.0 + spread_s + UPGRADE_GRACE_S)),
             ("socketio shutdown", sio.shutdown, timeout_s),

@@ -352,9 +352,14 @@ class RecoveryAgent:
             deliberate = False  # we close it so that it recovers on another worker
         self._send(control.SessionClosed(pid=pid, recoverable=not deliberate))
 
-    def prepare_drain(self) -> None:
-        """Before a drain closes every session: they are recoverable elsewhere."""
+    async def prepare_drain(self) -> None:
+        """Before a drain closes every session: they are recoverable elsewhere, with the
+        session data as it is now (also what was changed in place without a save)."""
         self.draining = True
+        for nsp, sid in list(self.pids):
+            with contextlib.suppress(Exception):
+                session = await self.sio.get_session(sid, namespace=nsp)
+                self._data[(nsp, sid)] = _encode(session)
         self._dirty.update(self.pids)
         self.flush()
 

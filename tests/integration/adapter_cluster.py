@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import socketio
 
+from tests.waiting import eventually_async
+
 __all__ = ["Client", "Cluster", "Worker", "wait_for"]
 
 APP = Path(__file__).with_name("adapter_app.py")
@@ -194,8 +196,4 @@ class Client:
 
 
 async def wait_for(predicate: Any, timeout_s: float = 5.0, interval_s: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval_s)
+    await eventually_async(predicate, timeout_s, interval_s)

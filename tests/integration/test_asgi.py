@@ -27,6 +27,7 @@ from tests.cluster import free_port, run_cli, start_cluster
 from tests.eio import connect_and_upgrade, handshake, ws_call
 from tests.integration.test_js_client import NODE_TIMEOUT_S, node_client
 from tests.redis_server import RedisServer, redis_server_factory
+from tests.waiting import eventually
 
 __all__ = ["node_client", "redis_server_factory"]  # fixtures, shared
 
@@ -353,9 +354,10 @@ def test_counters_metrics_and_malformed_input(tmp_path: Path) -> None:
                 await ws.close()
 
         asyncio.run(main())
-        time.sleep(1.5)  # a heartbeat carries the counters
-        workers = cluster.status()["workers"]
-        assert sum(w["guards"].get("malformed_input", 0) for w in workers) > 0, workers
+        # (a heartbeat carries the counters)
+        eventually(lambda: sum(w["guards"].get("malformed_input", 0)
+                               for w in cluster.status()["workers"]),
+                   what="a malformed_input count in /status")
         with urllib.request.urlopen(cluster.admin_url + "/metrics", timeout=5) as resp:
             metrics = resp.read().decode()
         received = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()

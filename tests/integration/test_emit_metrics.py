@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
-import time
 from typing import Any
 
 import aio_pika
@@ -21,6 +20,7 @@ from tests.cluster import start_cluster
 from tests.integration.test_amqp_emit import pika_emit
 from tests.integration.test_external_emit import emit_from_another_process
 from tests.redis_server import redis_server_factory
+from tests.waiting import eventually
 
 __all__ = ["redis_server_factory"]
 
@@ -57,7 +57,7 @@ def test_external_emits_and_refusals_are_in_metrics(
                 client.close()
         else:
             # The queue exists once a worker consumed: wait for it.
-            wait_for_sync(lambda: all(
+            eventually(lambda: all(
                 w.get("external", {}).get("amqp", {}).get("state") == "connected"
                 for w in cluster.status()["adapter"]["workers"]))
             pika_emit(url, ext, {"event": "a", "data": 1}, {"event": "b", "data": 2})
@@ -82,12 +82,6 @@ def test_external_emits_and_refusals_are_in_metrics(
             return code == 200 and _metric(
                 text, f'siocluster_emits_total{{source="{source}"}} 2.0') and total == expected
 
-        wait_for_sync(counted, timeout_s=10)
+        eventually(counted, timeout_s=10)
 
-
-def wait_for_sync(predicate: Any, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
 

@@ -42,6 +42,7 @@ from balancer.sid import mint_sid
 from tests.cluster import Cluster, start_cluster
 from tests.eio import EIO_PATH, handshake, post
 from tests.haproxy import haproxy_front
+from tests.waiting import eventually
 
 SCALE = float(os.environ.get("SIOCLUSTER_FUZZ_SCALE", "1"))
 MAX_MESSAGE = 65_536
@@ -246,9 +247,10 @@ def test_polling_garbage(fuzzed: Fuzzed) -> None:
     fuzz_settings(60)(_polling_batches)(fuzzed)
     fuzzed.check("polling")
     # The workers logged one line per malformed packet at most, and counted them all.
-    time.sleep(1.5)  # a heartbeat carries the counters
-    workers = fuzzed.cluster.status()["workers"]
-    assert sum(w["guards"].get("malformed_input", 0) for w in workers) > 0, workers
+    # (a heartbeat carries the counters)
+    eventually(lambda: sum(w["guards"].get("malformed_input", 0)
+                           for w in fuzzed.cluster.status()["workers"]),
+               what="a malformed_input count in /status")
 
 
 # WebSocket frames

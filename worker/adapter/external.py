@@ -37,6 +37,7 @@ import base64
 import binascii
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 from socketio.packet import Packet
@@ -167,27 +168,43 @@ def parse_message(raw: bytes | str) -> ExternalOp | Refused | None:
     if not isinstance(message, dict) or not isinstance(message.get("method"), str):
         return Refused("malformed", "not an object with a 'method'")
     method = message["method"]
+    parse = _PARSERS.get(method)
+    if parse is None:
+        return Refused("unsupported", f"unknown method {method!r}")
     try:
-        if method == "emit":
-            return _emit(message)
-        if method in ("enter_room", "leave_room", "disconnect"):
-            sid = message.get("sid")
-            if not isinstance(sid, str):
-                raise ValueError("sid must be a string")
-            room = None
-            if method != "disconnect":
-                rooms = _rooms(message.get("room"), "room")
-                if len(rooms) != 1:
-                    raise ValueError("room must be one room")
-                room = rooms[0]
-            return ExternalRooms(method, sid, _namespace(message), room)
-        if method == "close_room":
-            rooms = _rooms(message.get("room"), "room")
-            if len(rooms) != 1:
-                raise ValueError("room must be one room")
-            return ExternalClose(rooms[0], _namespace(message))
-        if method == "callback":
-            return None  # an ack for a python-socketio server's emit
+        return parse(method, message)
     except ValueError as exc:
         return Refused("malformed", f"{method}: {exc}")
-    return Refused("unsupported", f"unknown method {method!r}")
+
+
+def _one_room(message: dict[str, Any]) -> Room:
+    rooms = _rooms(message.get("room"), "room")
+    if len(rooms) != 1:
+        raise ValueError("room must be one room")
+    return rooms[0]
+
+
+def _parse_rooms(method: str, message: dict[str, Any]) -> ExternalOp:
+    sid = message.get("sid")
+    if not isinstance(sid, str):
+        raise ValueError("sid must be a string")
+    room = None if method == "disconnect" else _one_room(message)
+    return ExternalRooms(method, sid, _namespace(message), room)
+
+
+def _parse_close(_method: str, message: dict[str, Any]) -> ExternalOp:
+    return ExternalClose(_one_room(message), _namespace(message))
+
+
+def _parse_callback(_method: str, _message: dict[str, Any]) -> None:
+    return None  # an ack for a python-socketio server's emit
+
+
+_PARSERS: dict[str, Callable[[str, dict[str, Any]], ExternalOp | None]] = {
+    "emit": lambda _method, message: _emit(message),
+    "enter_room": _parse_rooms,
+    "leave_room": _parse_rooms,
+    "disconnect": _parse_rooms,
+    "close_room": _parse_close,
+    "callback": _parse_callback,
+}

@@ -252,14 +252,18 @@ class LocalTransport:
         finally:
             writer.close()
             if node is not None:
-                if self._inbound.get(node) is writer:
-                    del self._inbound[node]
-                out = self._out.pop(node, None)
-                if out is not None:
-                    out.close()
-                self._lost(node)
+                self._inbound_closed(node, writer)
             if task is not None:
                 self._tasks.discard(task)
+
+    def _inbound_closed(self, node: str, writer: asyncio.StreamWriter) -> None:
+        """A peer's stream ended: forget it, and close our stream to it (it redials)."""
+        if self._inbound.get(node) is writer:
+            del self._inbound[node]
+        out = self._out.pop(node, None)
+        if out is not None:
+            out.close()
+        self._lost(node)
 
     # Sending
 

@@ -31,6 +31,7 @@ from .commands import Reload, Scale, Stop
 from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
+from .recovery import worker_totals
 from .state import WorkerState
 
 if TYPE_CHECKING:
@@ -128,10 +129,15 @@ def status_document(master: Master) -> dict[str, Any]:
 
 
 def _recovery_status(master: Master) -> dict[str, Any]:
-    if master.recovery is None:
-        return {"enabled": False}
-    return {"enabled": True, "backend": master.config.adapter.backend,
-            **master.recovery.status(h.recovery for h in master.handles)}
+    backend = master.config.adapter.backend
+    if master.recovery is not None:
+        return {"enabled": True, "backend": backend,
+                **master.recovery.status(h.recovery for h in master.handles)}
+    if master.config.recovery.enabled:  # redis: the workers count, Redis holds
+        return {"enabled": True, "backend": backend, "window_s":
+                master.config.recovery.max_disconnection_s,
+                **worker_totals(h.recovery for h in master.handles)}
+    return {"enabled": False}
 
 
 class _MasterCollector(Collector):
@@ -247,9 +253,9 @@ class _MasterCollector(Collector):
 
 
 def _recovery_metrics(m: Master) -> Iterable[Metric]:
-    if m.recovery is None:
+    if not m.config.recovery.enabled:
         return
-    st = m.recovery.status(h.recovery for h in m.handles)
+    st = _recovery_status(m)
     backend = [m.config.adapter.backend]
     recovered = CounterMetricFamily(
         "siocluster_recovery_recovered", "Connections recovered (sid, rooms, data, missed "
@@ -278,8 +284,9 @@ def _recovery_metrics(m: Master) -> Iterable[Metric]:
             family = CounterMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
         else:
             family = GaugeMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
-        family.add_metric(backend, st[key])
-        yield family
+        if key in st:
+            family.add_metric(backend, st[key])
+            yield family
 
 
 def _singleton_metrics(m: Master) -> Iterable[Metric]:

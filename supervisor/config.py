@@ -230,11 +230,10 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     if rc.max_disconnection_s < 0 or rc.max_log_bytes <= 0:
         raise ConfigError(f"{source}: recovery.max_disconnection_s must be 0 (off) or more, "
                           "and recovery.max_log_bytes more than 0")
-    if rc.enabled and config.adapter.backend != "local":
+    if rc.enabled and config.adapter.backend not in ("local", "redis"):
         raise ConfigError(
             f"{source}: recovery.max_disconnection_s: connection-state recovery needs "
-            f"adapter.backend = \"local\" (not {config.adapter.backend!r}): the redis "
-            "streams store is not built yet"
+            f"adapter.backend = \"local\" or \"redis\" (not {config.adapter.backend!r})"
         )
     for entry in config.balancer.trusted_proxies:
         try:

@@ -22,7 +22,7 @@ from worker import control
 from worker.config import RecoveryConfig
 from worker.recovery.store import Entry, RecoveryStore
 
-__all__ = ["RecoveryDesk"]
+__all__ = ["RecoveryDesk", "worker_totals"]
 
 Owner = tuple[int, int]
 Writer = Callable[[bytes], None]
@@ -103,3 +103,26 @@ class RecoveryDesk:
             not_recovered["timeout"] = timeouts
         out["not_recovered"] = not_recovered
         return out
+
+
+def worker_totals(workers: Iterable[dict[str, int]]) -> dict[str, Any]:
+    """The ``redis`` backend's figures: Redis holds the state, the workers count.
+
+    Counters of workers that exited are gone with them (they count since start).
+    """
+    out: dict[str, Any] = {"recovered": 0, "replayed": 0, "not_recovered": {},
+                           "appended": 0, "delivered_max": 0, "dropped": 0,
+                           "redis_failures": 0, "degraded_workers": 0, "sessions": 0}
+    not_recovered: dict[str, int] = out["not_recovered"]
+    for counters in workers:
+        for key, value in counters.items():
+            if key.startswith("not_recovered/"):
+                reason = key.partition("/")[2]
+                not_recovered[reason] = not_recovered.get(reason, 0) + value
+            elif key == "delivered":
+                out["delivered_max"] = max(out["delivered_max"], value)
+            elif key == "degraded":
+                out["degraded_workers"] += value
+            elif key in out and isinstance(out[key], int):
+                out[key] += value
+    return out

@@ -40,6 +40,7 @@ from balancer.sid import mint_sid
 
 from . import control
 from .adapter import AdapterHandle, ClusterManager, install_adapter
+from .adapter.redis_backend import RedisTransport
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
 from .drain import UPGRADE_GRACE_S, close_session, close_spread
@@ -53,6 +54,7 @@ from .logfilter import ClientErrorFilter, install_client_error_filter, unify_lib
 from .logs import configure_logging
 from .outbound import install_outbound_queues
 from .recovery.agent import RecoveryAgent
+from .recovery.redis_store import RedisRecoveryLink
 from .serving import AppServer, build_server
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
 from .sweep import drop_closed
@@ -273,6 +275,9 @@ class WorkerRuntime:
             ("close sessions", close_sessions, min(timeout_s, 3.0 + spread_s + UPGRADE_GRACE_S)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
+        link = self.recovery.link if self.recovery is not None else None
+        if link is not None:
+            steps.append(("recovery store close", link.close, timeout_s))
         if self.adapter is not None:
             steps.append(("adapter close", self.adapter.close, timeout_s))
         server = self.server
@@ -356,11 +361,24 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         def send(message: control.ControlMessage) -> None:
             writer.write(control.encode(message))
 
+        link: RedisRecoveryLink | None = None
+        if config.adapter.backend == "redis" and isinstance(runtime.adapter.transport,
+                                                            RedisTransport):
+            link = RedisRecoveryLink(
+                runtime.adapter.transport.subscriber_client, config.adapter.channel,
+                window_s=config.recovery.max_disconnection_s,
+                max_log_bytes=config.recovery.max_log_bytes,
+                outage_buffer_bytes=config.adapter.outage_buffer_bytes,
+            )
+            send = link.send
         runtime.recovery = RecoveryAgent(
             loaded.sio, runtime.adapter, send,
             skip_middlewares=config.recovery.skip_middlewares,
         )
         runtime.recovery.install()
+        if link is not None:
+            await link.start(runtime.recovery)
+            runtime.recovery.link = link
     if handoff_fd is not None:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)

@@ -114,7 +114,10 @@ def run_stream(cluster: Cluster, disrupt: Any) -> tuple[dict[str, Any], dict[str
 
 
 def check_everyone_recovered(done: dict[str, Any], disrupted: int,
-                             before: dict[str, Any], after: dict[str, Any]) -> None:
+                             before: dict[str, Any], after: dict[str, Any], *,
+                             exact: bool = True) -> None:
+    """``exact``: the counters are the master's (local); with redis they are the
+    workers', and a killed worker's are gone with it."""
     assert done["errors"] == [], done["errors"]
     receivers = done["receivers"]
     assert done["acked"] >= 30, done
@@ -128,8 +131,9 @@ def check_everyone_recovered(done: dict[str, Any], disrupted: int,
     for w in done["whoami"]:
         assert "stream" in w["rooms"], w
         assert w["name"] is not None, w  # the session data came back
-    assert after["recovered"] - before["recovered"] >= len(reconnected), (before, after)
-    assert after["not_recovered"] == before["not_recovered"], (before, after)
+    if exact:
+        assert after["recovered"] - before["recovered"] >= len(reconnected), (before, after)
+        assert after["not_recovered"] == before["not_recovered"], (before, after)
 
 
 def test_kill_9_worker_every_client_recovers(cluster: Cluster) -> None:

@@ -78,9 +78,10 @@ def is_recovered(sio: Any, sid: str, namespace: str = "/") -> bool:
 class _Pending:
     """A restore the master granted, until its socket has replayed everything."""
 
-    __slots__ = ("data", "eio_sid", "nsp", "pid", "queue", "replaying", "rooms", "sid")
+    __slots__ = ("after", "data", "eio_sid", "nsp", "pid", "queue", "replaying", "rooms", "sid")
 
-    def __init__(self, reply: control.RestoreReply, pid: str, nsp: str) -> None:
+    def __init__(self, reply: control.RestoreReply, pid: str, nsp: str,
+                 offset: str | None) -> None:
         self.sid = reply.sid
         self.pid = pid
         self.nsp = nsp
@@ -88,6 +89,9 @@ class _Pending:
         self.data = reply.data
         self.queue: collections.deque[control.LogDeliver] = collections.deque(reply.missed)
         self.replaying = False
+        # Live packets at or before the client's offset are not queued again (a Redis
+        # reader on this host may be behind the one that served the client before).
+        self.after = _order(offset) if offset is not None else None
 
 
 class RecoveryAgent:
@@ -101,7 +105,8 @@ class RecoveryAgent:
         self.skip_middlewares = skip_middlewares
         self.draining = False
         self._rids = itertools.count(1)
-        self._waiting: dict[int, tuple[asyncio.Future[control.RestoreReply], str, str, str]] = {}
+        self._waiting: dict[
+            int, tuple[asyncio.Future[control.RestoreReply], str, str, str, str | None]] = {}
         self._pending: dict[tuple[str, str], _Pending] = {}  # (nsp, eio_sid) -> granted
         self._by_sid: dict[tuple[str, str], _Pending] = {}  # (nsp, sid) -> granted, replaying
         self.pids: dict[tuple[str, str], str] = {}  # (nsp, sid) -> pid
@@ -110,6 +115,7 @@ class RecoveryAgent:
         self._dirty: set[tuple[str, str]] = set()
         self._flush_scheduled = False
         self.recovered_sids: set[tuple[str, str]] = set()
+        self.link: Any = None  # the redis store (worker.recovery.redis_store), if any
         self.plain: dict[str, set[str]] = {}  # nsp -> sids that get events without offsets
         self._plain_eio: set[tuple[str, str]] = set()  # (nsp, eio_sid), until pre_connect
         # Counters
@@ -180,7 +186,8 @@ class RecoveryAgent:
         offset = auth.get("offset")
         rid = next(self._rids)
         future: asyncio.Future[control.RestoreReply] = asyncio.get_running_loop().create_future()
-        self._waiting[rid] = (future, eio_sid, nsp, pid)
+        self._waiting[rid] = (future, eio_sid, nsp, pid,
+                              offset if isinstance(offset, str) else None)
         self._send(control.RestoreRequest(
             rid=rid, pid=pid, offset=offset if isinstance(offset, str) else None, nsp=nsp
         ))
@@ -201,9 +208,9 @@ class RecoveryAgent:
             if not reply.reason:  # granted after we gave up waiting: give it back
                 self._send(control.SessionClosed(pid=reply.pid, recoverable=True))
             return
-        future, eio_sid, nsp, pid = waiting
+        future, eio_sid, nsp, pid, offset = waiting
         if not reply.reason:
-            pending = _Pending(reply, pid, nsp)
+            pending = _Pending(reply, pid, nsp, offset)
             self._pending[(nsp, eio_sid)] = pending
             self._by_sid[(nsp, pending.sid)] = pending
         if not future.done():
@@ -281,7 +288,11 @@ class RecoveryAgent:
         if self._by_sid:
             entry = Entry(0, 0.0, msg.nsp, tuple(msg.rooms), exclude, b"")
             held: list[Room] = []
+            order = _order(msg.offset)
             for (nsp, sid), pending in self._by_sid.items():
+                if pending.after is not None and order is not None and order <= pending.after:
+                    held.append(sid)  # it had it already
+                    continue
                 if matches((*pending.rooms, sid), nsp, entry):
                     pending.queue.append(msg)
                     held.append(sid)
@@ -366,7 +377,17 @@ class RecoveryAgent:
     def status(self) -> dict[str, int]:
         out = dict(self.counters)
         out["sessions"] = len(self.pids)
+        if self.link is not None:
+            out.update(self.link.status())
         return out
+
+
+def _order(offset: str) -> tuple[str, int] | None:
+    """An offset as a comparable key: (epoch or ms, seq); both stores write ``X-N``."""
+    head, sep, seq = offset.rpartition("-")
+    if not sep or not seq.isdigit():
+        return None
+    return (head.rjust(20, "0"), int(seq))
 
 
 def _packet_class(base: type[Any], pid_for: Callable[[str, str], str | None]) -> type[Any]:

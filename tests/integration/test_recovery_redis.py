@@ -1,0 +1,66 @@
+"""Connection-state recovery on the ``redis`` backend (Redis Streams + session keys).
+
+The same official-client stream as tests/integration/test_recovery.py (30 receivers, a
+sender that retries what is not acknowledged), on a 2-worker cluster whose adapter is a
+real redis-server: kill -9 the worker holding the most receivers, then a SIGHUP roll;
+every reconnection is recovered and no acknowledged number is missed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster import Cluster, start_cluster
+from tests.integration.test_js_client import JS, npm_install
+from tests.integration.test_recovery import (
+    WINDOW_S,
+    check_everyone_recovered,
+    recovery_status,
+    rolled,
+    run_stream,
+)
+from tests.redis_server import RedisServer, redis_server_fixture
+
+redis_server = redis_server_fixture(scope="module")
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Cluster]:
+    npm_install(JS)
+    env = {"SIOCLUSTER_RECOVERY_MAX_DISCONNECTION_S": str(WINDOW_S),
+           "SIOCLUSTER_ADAPTER_BACKEND": "redis",
+           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url,
+           "SIOCLUSTER_HEALTH_DRAIN_SPREAD_S": "1.0"}
+    with start_cluster("recovery_app:app", workers=2, env=env,
+                       tmp_path=tmp_path_factory.mktemp("recovery-redis")) as c:
+        yield c
+
+
+def test_redis_kill_9_and_roll_every_client_recovers(cluster: Cluster) -> None:
+    killed: dict[str, int] = {}
+
+    def kill(pids: dict[int, int]) -> None:
+        victim = max(pids, key=lambda p: pids[p])
+        killed["receivers"] = pids[victim]
+        os.kill(victim, signal.SIGKILL)
+        cluster.wait_ready(2, exclude_pids={victim})
+
+    done, before = run_stream(cluster, kill)
+    after = recovery_status(cluster)
+    assert after["backend"] == "redis"
+    check_everyone_recovered(done, killed["receivers"], before, after, exact=False)
+
+    def roll(pids: dict[int, int]) -> None:
+        old = cluster.worker_pids()
+        cluster.proc.send_signal(signal.SIGHUP)
+        rolled(cluster, old)
+
+    done, before = run_stream(cluster, roll)
+    after = recovery_status(cluster)
+    check_everyone_recovered(done, 30, before, after, exact=False)
+    assert after["appended"] > 0 and after["recovered"] > 0, after

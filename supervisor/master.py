@@ -123,8 +123,11 @@ class Master:
         self.lease_desk = LeaseDesk(config.cluster.singleton_lease_s, socket.gethostname())
         self.singletons = self.lease_desk.book
         self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
-        # Connection-state recovery: the sessions and packet log outlive the workers here.
-        self.recovery = RecoveryDesk(config.recovery) if config.recovery.enabled else None
+        # Connection-state recovery, local backend: the sessions and packet log outlive
+        # the workers here (with redis, Redis holds them).
+        self.recovery = (RecoveryDesk(config.recovery)
+                         if config.recovery.enabled and config.adapter.backend == "local"
+                         else None)
 
     # WorkerDirectory, for the balancer
 

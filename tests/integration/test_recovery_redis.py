@@ -3,13 +3,15 @@
 The same official-client stream as tests/integration/test_recovery.py (30 receivers, a
 sender that retries what is not acknowledged), on a 2-worker cluster whose adapter is a
 real redis-server: kill -9 the worker holding the most receivers, then a SIGHUP roll;
-every reconnection is recovered and no acknowledged number is missed.
+every reconnection is recovered and no acknowledged number is missed; then redis-server
+is killed and restarted under the stream: emits wait, none is lost.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +26,7 @@ from tests.integration.test_recovery import (
     run_stream,
 )
 from tests.redis_server import RedisServer, redis_server_fixture
+from tests.waiting import eventually
 
 redis_server = redis_server_fixture(scope="module")
 
@@ -64,3 +67,24 @@ def test_redis_kill_9_and_roll_every_client_recovers(cluster: Cluster) -> None:
     after = recovery_status(cluster)
     check_everyone_recovered(done, 30, before, after, exact=False)
     assert after["appended"] > 0 and after["recovered"] > 0, after
+
+
+def test_redis_outage_delays_but_loses_no_acknowledged_emit(
+        cluster: Cluster, redis_server: RedisServer) -> None:
+    """redis-server is killed under the stream and restarted a second later (empty: no
+    persistence): the workers queue the emits in order and deliver them once it is back."""
+
+    def outage(pids: dict[int, int]) -> None:
+        redis_server.kill()
+        time.sleep(1.0)
+        redis_server.start()
+        eventually(lambda: recovery_status(cluster)["degraded_workers"] == 0, timeout_s=15,
+                   what="the workers to reach redis again")
+
+    done, before = run_stream(cluster, outage)
+    assert done["errors"] == [], done["errors"]
+    after = recovery_status(cluster)
+    assert after["redis_failures"] > before["redis_failures"], after  # it saw the outage
+    for r in done["receivers"]:
+        assert r["connects"] == 1, r  # the outage did not cost any client its connection
+        assert r["missed_count"] == 0, r

@@ -81,3 +81,28 @@ def test_a_stale_owner_cannot_overwrite_or_close_a_moved_session() -> None:
     s.upsert(A, "p1", "sid1", "/", (), b"stale")
     s.closed(A, "p1", recoverable=False, now=2.0)
     assert s.sessions["p1"].owner == B and s.sessions["p1"].rooms == ("r",)
+
+
+def test_offsets_compare_in_log_order_for_both_stores() -> None:
+    from worker.recovery.agent import _order
+    from worker.recovery.redis_store import stream_id
+
+    assert stream_id("1700000000000-3") == (1700000000000, 3)
+    assert stream_id("ep-3") is None and stream_id("12") is None
+    assert _order("1700000000000-3") < _order("1700000000000-10") < _order("1700000000001-0")
+    assert _order("a1b2c3d4-9") < _order("a1b2c3d4-10")
+    assert _order("no offset") is None
+
+
+def test_worker_totals_sum_the_redis_workers_counters() -> None:
+    from supervisor.recovery import worker_totals
+
+    totals = worker_totals([
+        {"recovered": 3, "replayed": 10, "not_recovered/trimmed": 1, "delivered": 50,
+         "degraded": 1, "appended": 5},
+        {"recovered": 2, "not_recovered/trimmed": 2, "not_recovered/unknown": 1,
+         "delivered": 70},
+    ])
+    assert totals["recovered"] == 5 and totals["replayed"] == 10
+    assert totals["not_recovered"] == {"trimmed": 3, "unknown": 1}
+    assert totals["delivered_max"] == 70 and totals["degraded_workers"] == 1

@@ -83,8 +83,10 @@ def test_rs256_pem_accepts_a_good_token(keys: Keys) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"exp": int(time.time()) - 60}, ("expired", "invalid token: expired")),
-        ({"nbf": int(time.time()) + 600}, ("not_yet_valid", "invalid token: not yet valid")),
+        # Times relative to when the test runs ("+600" is added to now then), not to
+        # collection: a long suite reached this after the collection-time nbf had passed.
+        ({"exp": -60}, ("expired", "invalid token: expired")),
+        ({"nbf": +600}, ("not_yet_valid", "invalid token: not yet valid")),
         ({"aud": "someone-else"}, ("audience", "invalid token: wrong audience")),
         ({"iss": "https://evil.test"}, ("issuer", "invalid token: wrong issuer")),
         ({"aud": None}, ("missing_claim", "invalid token: missing claim aud")),
@@ -94,7 +96,9 @@ def test_rs256_pem_accepts_a_good_token(keys: Keys) -> None:
 def test_claim_failures_have_reasons(keys: Keys, overrides: dict[str, Any],
                                      expected: tuple[str, str]) -> None:
     verifier = TokenVerifier.from_config(rs_config(keys))
-    assert reason(verifier, rs256(keys, **overrides)) == expected
+    now = int(time.time())
+    claims = {k: now + v if k in ("exp", "nbf") else v for k, v in overrides.items()}
+    assert reason(verifier, rs256(keys, **claims)) == expected
 
 
 def test_signature_and_format_failures(keys: Keys) -> None:

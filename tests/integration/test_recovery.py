@@ -9,7 +9,10 @@ a 2 s window) the last:
   ``socket.recovered``), and no acknowledged number is missed;
 * a SIGHUP roll under the same load: the same;
 * a client offline shorter than the window is recovered; one offline longer gets a fresh
-  session (new id, ``recovered`` false), never a partial replay.
+  session (new id, ``recovered`` false), never a partial replay; so does one whose missed
+  packets were trimmed from the log by size (``max_log_bytes``), counted ``trimmed``;
+* a 600-session connect storm during a roll loses none; a reader that reads nothing is
+  closed at ``max_outbound_bytes``; python-socketio's clients get no offsets.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tests.waiting import eventually
 
 WINDOW_S = 10.0  # generous: a loaded CI machine slows reconnections down
 SHORT_WINDOW_S = 2.0
+SHORT_LOG_BYTES = 100_000
 OUTBOUND_CAP = 1_000_000
 STORM_SESSIONS = 600
 STORM_PACE_S = 0.005  # one new session every 5 ms: the storm lasts about 3 s
@@ -57,6 +61,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def short_window_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {"SIOCLUSTER_RECOVERY_MAX_DISCONNECTION_S": str(SHORT_WINDOW_S),
+           "SIOCLUSTER_RECOVERY_MAX_LOG_BYTES": str(SHORT_LOG_BYTES),
            "SIOCLUSTER_ADAPTER_BACKEND": "local"}
     with start_cluster("recovery_app:app", workers=1, env=env,
                        tmp_path=tmp_path_factory.mktemp("recovery-short")) as c:
@@ -348,3 +353,38 @@ def test_python_socketio_clients_get_events_without_offsets(cluster: Cluster) ->
     plain, opted_in = asyncio.run(python_clients(cluster.url))
     assert plain == [[7]]  # the offset would be a second argument
     assert len(opted_in) == 1 and opted_in[0][0] == 7 and isinstance(opted_in[0][1], str)
+
+
+async def flood_log(url: str) -> None:
+    import socketio
+
+    client = socketio.AsyncClient()
+    await client.connect(url)
+    # 250 KB to a room nobody is in: the log (100 KB) drops everything older.
+    assert await client.call("flood", (5, 50_000)) == 5
+    await client.disconnect()
+
+
+def test_missed_packets_trimmed_by_size_mean_a_fresh_session(
+        short_window_cluster: Cluster) -> None:
+    cluster = short_window_cluster
+    before = recovery_status(cluster)["not_recovered"].get("trimmed", 0)
+    proc = node("trimmed", cluster.url)
+    try:
+        assert read_json(proc)["event"] == "offline"
+        asyncio.run(flood_log(cluster.url))
+        assert proc.stdin is not None
+        proc.stdin.write("back\n")
+        proc.stdin.flush()
+        done = read_json(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert done["event"] == "done" and done["errors"] == [], done
+    r = done["receiver"]
+    assert r["recovered"] == 0 and r["not_recovered"] == 1 and not r["same_id"], r
+    assert done["whoami"]["recovered"] is False and "stream" in done["whoami"]["rooms"]
+    status = recovery_status(cluster)
+    assert status["not_recovered"].get("trimmed", 0) == before + 1, status
+    assert status["trimmed_size"] > 0 and status["log_bytes"] <= SHORT_LOG_BYTES, status

@@ -10,6 +10,11 @@
 //       print one JSON line: per receiver the reconnections, how many were recovered,
 //       whether its id stayed the same, and the acknowledged numbers it never received.
 //
+//   node recovery.mjs trimmed URL
+//       One receiver goes offline and prints {"event": "offline"}; the test floods the log
+//       past [recovery] max_log_bytes and writes "back" on stdin; the receiver reconnects and
+//       prints whether it was recovered and kept its id.
+//
 //   node recovery.mjs offline URL --short-ms MS --long-ms MS
 //       Two receivers go offline (their Engine.IO connection closed, no reconnection) for
 //       --short-ms and --long-ms while the stream goes on, then reconnect; prints whether
@@ -153,8 +158,31 @@ async function offline() {
   s.socket.close();
 }
 
+async function trimmed() {
+  const r = receiver("trimmed");
+  await waitFor(() => r.socket.connected, 10000);
+  const s = sender();
+  await waitFor(() => r.got.size >= 3, 5000); // it holds an offset
+  s.running = false;
+  await s.loop;
+  r.socket.io.reconnection(false);
+  r.socket.io.engine.close();
+  console.log(JSON.stringify({ event: "offline" }));
+  const lines = createInterface({ input: process.stdin });
+  await new Promise((ok) => lines.on("line", (l) => l.trim() === "back" && ok()));
+  r.socket.io.reconnection(true);
+  r.socket.connect();
+  await waitFor(() => r.socket.connected, 10000);
+  const w = await whoami(r);
+  console.log(JSON.stringify({ event: "done", errors, receiver: report(r, new Set()),
+                               whoami: { rooms: w.rooms, recovered: w.recovered } }));
+  r.socket.close();
+  s.socket.close();
+}
+
 try {
   if (command === "stream") await stream();
+  else if (command === "trimmed") await trimmed();
   else if (command === "offline") await offline();
   else throw new Error("usage: node recovery.mjs stream|offline URL [options]");
 } catch (e) {

@@ -28,6 +28,9 @@ class BalancerConfig:
     trusted_proxies: tuple[str, ...] = ()
     # Every connection must open with a PROXY protocol v1/v2 header.
     proxy_protocol: bool = False
+    # The HTTP/1.1 server of the public listener: "httptools" (balancer/front.py)
+    # or "aiohttp" (aiohttp's web.Server, the path before it).
+    http: Literal["httptools", "aiohttp"] = "httptools"
 
 
 

@@ -11,8 +11,11 @@ and closed: slowloris costs us one small task, not a worker).
   The worker adopts it into its own aiohttp server and reads the untouched
   head itself; from then on the master does no work for that connection.
 * Everything else (polling, the app's routes, upgrades with a stale sid, and
-  every upgrade in ``"tunnel"`` mode) is given to the in-process aiohttp
-  server, which routes each request on its own (:mod:`balancer.proxy`).
+  every upgrade in ``"tunnel"`` mode) is served in process, each request
+  routed on its own: by :class:`balancer.front.FrontProtocol` (httptools), or
+  with ``[balancer] http = "aiohttp"`` by aiohttp's server
+  (:mod:`balancer.proxy`), which the former also falls back to for the few
+  requests it does not serve itself.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from typing import Any, TypeVar
 from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .forwarding import TrustedProxies
+from .front import FrontProtocol
 from .handoff import encode_handoff
 from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
 from .peer import Peer, PeerProtocol
-from .proxy import BalancerStats
+from .proxy import Balancer, BalancerStats
 from .proxyproto import (
     MAX_V1_BYTES,
     MAX_V2_BYTES,
@@ -93,12 +97,14 @@ class FrontDoor:
         directory: WorkerDirectory,
         stats: BalancerStats,
         serve: Callable[[], Any],
+        balancer: Balancer | None = None,
     ) -> None:
         self.config = config
         self.limits = limits
         self.directory = directory
         self.stats = stats
         self._serve = serve  # aiohttp's protocol factory (web.Server)
+        self._balancer = balancer  # None: aiohttp serves every connection
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task[None] | None = None
         self._triage: set[asyncio.Task[None]] = set()
@@ -139,6 +145,12 @@ class FrontDoor:
             task.cancel()
 
     def _protocol(self, peer: Peer | None) -> Any:
+        """The protocol that serves a connection from its first request on."""
+        if self._balancer is not None and self.config.http == "httptools":
+            return FrontProtocol(self._balancer, peer, lambda: self._aiohttp_protocol(peer))
+        return self._aiohttp_protocol(peer)
+
+    def _aiohttp_protocol(self, peer: Peer | None) -> Any:
         """aiohttp's protocol, with every later head timed too (the first one was)
         and half-closes answered, and the client a PROXY header named as its peer."""
         protocol: Any = GuardedProtocol(

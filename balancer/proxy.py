@@ -1,4 +1,10 @@
-"""The public listener: an aiohttp reverse proxy that routes every request by sid.
+"""The balancer's shared state, and the aiohttp reverse proxy that routes every request by sid.
+
+:class:`Balancer` holds what every path shares: the counters, the admission
+limits (:meth:`Balancer.admit`), the upstream pools (:meth:`Balancer.pool`).
+The hot path is :mod:`balancer.front` (httptools); the aiohttp server below
+serves a connection with ``[balancer] http = "aiohttp"``, and the few
+connections the front hands over (tunnelled upgrades, large streamed bodies).
 
 Each request is routed on its own (:func:`balancer.routing.route`), so one
 keep-alive client connection can carry requests of sessions that live on
@@ -187,6 +193,8 @@ class Balancer:
         rate = limits.handshake_rate_per_ip
         self.handshake_limiter = KeyedLimiter(rate, max(1.0, 2 * rate)) if rate else None
         self.sessions = SessionLedger()
+        self._engineio_path = ""
+        self._engineio_path_bytes = b""
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=config.connect_timeout_s,
@@ -293,33 +301,42 @@ class Balancer:
         self.stats.latency[kind].observe(time.monotonic() - started)
         return response
 
-    def _admit(self, client: str, decision: Forward) -> web.Response | None:
-        """The per-address limits on new sessions: None admits (and counts) the handshake."""
+    def admit(self, client: str, decision: Forward) -> tuple[int, str, str] | None:
+        """The per-address limits on a new session: None admits (and counts) it,
+        else (status, message, Retry-After)."""
         now = time.monotonic()
         if self.handshake_limiter is not None:
             allowed, wait = self.handshake_limiter.allow(client, now)
             if not allowed:
                 self.stats.rate_limited += 1
-                return web.json_response(
-                    {"code": 429, "message": "too many new sessions from this address"},
-                    status=429, headers={"Retry-After": retry_after_header(wait)},
-                )
+                return 429, "too many new sessions from this address", retry_after_header(wait)
         cap = self.limits.max_sessions_per_ip
         if cap:
             if self.sessions.count(client, now) >= cap:
                 self.stats.session_limited += 1
-                return web.json_response(
-                    {"code": 429, "message": f"this address already has {cap} sessions"},
-                    status=429, headers={"Retry-After": "1"},
-                )
+                return 429, f"this address already has {cap} sessions", "1"
             self.sessions.forwarded((decision.slot, decision.generation), client, now)
         return None
 
-    async def _forward_engineio(
-        self, request: web.BaseRequest, decision: Forward, client: str, proto: str, body: bytes
-    ) -> web.StreamResponse:
-        """The polling hot path: one write out, one small answer back (see upstream.py)."""
-        key = (decision.slot, decision.generation)
+    def _admit(self, client: str, decision: Forward) -> web.Response | None:
+        refused = self.admit(client, decision)
+        if refused is None:
+            return None
+        status, message, retry_after = refused
+        return web.json_response({"code": status, "message": message}, status=status,
+                                 headers={"Retry-After": retry_after})
+
+    def engineio_path_bytes(self) -> bytes:
+        """The Engine.IO path, as the front door compares it with request targets."""
+        path = self.directory.engineio_path
+        if path != self._engineio_path:
+            self._engineio_path = path
+            self._engineio_path_bytes = path.encode("latin-1")
+        return self._engineio_path_bytes
+
+    def pool(self, slot: int, generation: int) -> UpstreamPool:
+        """The pooled connections to one worker generation (see upstream.py)."""
+        key = (slot, generation)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = UpstreamPool(
@@ -327,6 +344,13 @@ class Balancer:
                 connect_timeout_s=self.config.connect_timeout_s,
                 read_timeout_s=self.config.upstream_timeout_s,
             )
+        return pool
+
+    async def _forward_engineio(
+        self, request: web.BaseRequest, decision: Forward, client: str, proto: str, body: bytes
+    ) -> web.StreamResponse:
+        """The polling hot path: one write out, one small answer back (see upstream.py)."""
+        pool = self.pool(decision.slot, decision.generation)
         extra = forwarded(client, proto)
         if body or request.method == "POST":
             extra.append(b"Content-Length: " + str(len(body)).encode())

@@ -1,20 +1,26 @@
-"""A lean HTTP/1.1 client for Engine.IO requests to a worker's Unix socket.
+"""A lean, streaming HTTP/1.1 client for requests to a worker's Unix socket.
 
-Long-polling is the balancer's hot path, and aiohttp's ``ClientSession``
-spends most of the proxy's CPU on generality this path does not need
-(profiled: a third of the master's time under a polling load).  Engine.IO
-requests are small, their bodies are already in memory, and python-engineio
-answers them with a Content-Length, so this client:
+The balancer's hot path (long-polling, and the app's own small requests) sends
+every request it proxies through this client.  It is an :class:`asyncio.Protocol`
+with httptools' (llhttp's) response parser, the parser uvicorn uses, and no
+streams or tasks in the common case:
 
-* keeps a pool of idle keep-alive connections per worker generation, with no
-  cap (a cap would queue long-polls behind each other);
-* writes the request head and body in one write;
-* reads the response head, then exactly Content-Length bytes (or a chunked
-  body, decoded), within ``read_timeout_s``;
-* retries once on a fresh connection when a pooled one turns out to be closed
-  before any byte of the answer arrived (the worker never saw the request).
+* a pool of idle keep-alive connections per worker generation, with no cap
+  (a cap would queue long-polls behind each other);
+* the request head and body go out in one write on a pooled connection, so a
+  request on a warm pool costs no task switch; only opening a new connection
+  awaits (in one task);
+* the answer is pushed to a :class:`Sink` as it is parsed: the head, each piece
+  of the body, the end.  The front door (:mod:`balancer.front`) writes it to
+  the client from there, with backpressure (:meth:`Exchange.pause_reading`);
+* ``read_timeout_s`` bounds the wait for each byte of the answer (a long-poll
+  waits up to the app's ping interval);
+* a pooled connection found closed before any byte of the answer arrived (the
+  worker closed it while idle, so it never saw the request) is retried once on
+  a fresh connection.
 
-The app's own routes keep going through aiohttp's client, which streams.
+:meth:`UpstreamPool.request` is the same exchange with the answer collected in
+memory, for callers that want the whole response.
 """
 
 from __future__ import annotations
@@ -23,17 +29,36 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass
+from typing import Protocol
+
+import httptools
 
 from .exceptions import UpstreamError
 
-__all__ = ["IDLE_S", "UpstreamPool", "UpstreamResponse"]
+__all__ = ["IDLE_S", "Exchange", "Sink", "UpstreamPool", "UpstreamResponse"]
 
-_MAX_HEAD = 64 * 1024
 # Idle pooled connections are closed after this long.  Under load they are
 # reused within milliseconds; after a burst, the pool shrinks back (each one is
 # a descriptor in the master and in a worker), well before aiohttp's server in
 # the worker would close them (75 s).
 IDLE_S = 5.0
+# An answer's head larger than this is garbage (a worker's is a few hundred bytes).
+_MAX_HEAD = 64 * 1024
+
+
+class Sink(Protocol):
+    """Where an exchange delivers the worker's answer, in this order: one
+    ``head``, any number of ``body``, then ``done``; or ``failed`` at any point
+    (after a ``head`` too, when the worker dies mid-answer)."""
+
+    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      length: int | None, chunked: bool) -> None: ...
+
+    def upstream_body(self, data: bytes) -> None: ...
+
+    def upstream_done(self) -> None: ...
+
+    def upstream_failed(self, error: UpstreamError) -> None: ...
 
 
 @dataclass(slots=True)
@@ -44,53 +69,269 @@ class UpstreamResponse:
     body: bytes
 
 
-@dataclass(slots=True)
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    idle_since: float
+class _Stale(Exception):
+    """A pooled connection closed before the worker read the request."""
 
 
-def parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]], int | None, bool, bool]:
-    """Status, reason, headers, content length, chunked, keep-alive.  Pure."""
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise UpstreamError(f"bad status line from worker: {lines[0][:80]!r}")
-    headers: list[tuple[str, str]] = []
-    length: int | None = None
-    chunked = False
-    keep_alive = parts[0] == "HTTP/1.1"
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            continue
-        name, value = name.strip(), value.strip()
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to a worker, carrying one exchange at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.idle_since = 0.0
+        self.closed = False
+        self._answered = False  # a byte of the current answer has arrived
+        self._head_done = False  # the final answer's head has been parsed
+        self._head_size = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._length: int | None = None
+        self._chunked = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused = False  # reading paused: the client is slow to take the answer
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.exchange is None:  # a worker does not speak unasked: drop the connection
+            self.close()
+            return
+        self._answered = True
+        self._last = time.monotonic()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"worker answer unreadable: {exc!r}"))
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamError("worker switched protocols on a plain request"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close; connection_lost settles the exchange
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        exchange, self.exchange = self.exchange, None
+        if exchange is None:
+            return
+        if not self._answered:
+            exchange.stale(self)
+        elif self._head_done and self._length is None and not self._chunked:
+            exchange.finished(self, keep=False)  # a close-delimited body ends here
+        else:
+            exchange.fail(UpstreamError("worker closed the connection mid-answer"))
+
+    def pause_writing(self) -> None:
+        pass  # requests are small; the answer is what is flow-controlled
+
+    def resume_writing(self) -> None:
+        pass
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._head_done = False
+        self._headers = []
+        self._head_size = 0
+        self._length = None
+        self._chunked = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            return  # a trailer
+        self._head_size += len(name) + len(value)
+        if self._head_size > _MAX_HEAD:
+            raise UpstreamError("worker answer head too large")
         low = name.lower()
-        if low == "content-length":
-            if not value.isdigit():
-                raise UpstreamError("bad Content-Length from worker")
-            length = int(value)
-        elif low == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif low == "connection":
-            token = value.lower()
-            keep_alive = "close" not in token and (keep_alive or "keep-alive" in token)
-        headers.append((name, value))
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, length, chunked, keep_alive
+        if low == b"content-length":
+            self._length = int(value)
+        elif low == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            return  # an interim answer (103 Early Hints...): the final one follows
+        self._head_done = True
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.upstream_head(status, self._reason, self._headers, self._length,
+                                        self._chunked)
+            if exchange.head_only:  # a HEAD's answer has no body, whatever its length says
+                self.exchange = None
+                exchange.finished(self, keep=False)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.sink.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._head_done:
+            return  # the end of an interim answer
+        exchange, self.exchange = self.exchange, None
+        if exchange is not None:
+            exchange.finished(self, keep=self._parser.should_keep_alive())
+
+    # the exchange's side
+
+    def start(self, exchange: Exchange) -> None:
+        assert self.transport is not None
+        self.exchange = exchange
+        self.resume_reading()  # an answer may have ended just as its client paused it
+        self._answered = False
+        self._head_done = False
+        self._last = time.monotonic()
+        if self._timer is None:  # left armed between exchanges: one call_later, not one each
+            self._arm(self._pool.read_timeout_s)
+        self.transport.write(exchange.data)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._check_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self.exchange is None:
+            return  # idle in the pool: the next exchange arms it again
+        left = self._last + self._pool.read_timeout_s - time.monotonic()
+        if left > 0:
+            self._arm(left)
+            return
+        self._fail(UpstreamError("worker did not answer in time"))
+
+    def _fail(self, error: UpstreamError) -> None:
+        exchange, self.exchange = self.exchange, None
+        self.close()
+        if exchange is not None:
+            exchange.fail(error)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        size = int(size_line.split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers
-            return bytes(body)
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
+class Exchange:
+    """One request to a worker and its answer, pushed to ``sink``.
+
+    ``data`` is the whole request (head and body).  :meth:`abort` gives it up
+    (the client went away): its connection is closed, never reused.
+    """
+
+    __slots__ = ("_conn", "_done", "_pool", "_reused", "_task", "data", "head_only", "sink")
+
+    def __init__(self, pool: UpstreamPool, data: bytes, sink: Sink, head_only: bool) -> None:
+        self._pool = pool
+        self.data = data
+        self.sink = sink
+        self.head_only = head_only
+        self._conn: _Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._reused = False
+        self._done = False
+
+    def start(self) -> None:
+        conn = self._pool.take_idle()
+        if conn is not None:
+            self._send(conn, reused=True)
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._connect_and_send())
+
+    async def _connect_and_send(self) -> None:
+        try:
+            conn = await self._pool.connect()
+        except UpstreamError as exc:
+            self._task = None
+            self.fail(exc)
+            return
+        self._task = None
+        if self._done:
+            conn.close()
+            return
+        self._send(conn, reused=False)
+
+    def _send(self, conn: _Connection, *, reused: bool) -> None:
+        self._conn = conn
+        self._reused = reused
+        conn.start(self)
+
+    # called by the connection
+
+    def stale(self, conn: _Connection) -> None:
+        self._conn = None
+        if self._done:
+            return
+        if not self._reused:
+            self.fail(UpstreamError("worker closed the connection"))
+            return
+        self._task = asyncio.get_running_loop().create_task(self._connect_and_send())
+
+    def finished(self, conn: _Connection, *, keep: bool) -> None:
+        self._conn = None
+        if keep and not conn.closed:
+            self._pool.release(conn)
+        else:
+            conn.close()
+        if not self._done:
+            self._done = True
+            self.sink.upstream_done()
+
+    def fail(self, error: UpstreamError) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.exchange = None
+            conn.close()
+        if not self._done:
+            self._done = True
+            self.sink.upstream_failed(error)
+
+    # called by the client's side
+
+    def pause_reading(self) -> None:
+        if self._conn is not None:
+            self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._conn is not None:
+            self._conn.resume_reading()
+
+    def abort(self) -> None:
+        """Give the exchange up, without telling the sink."""
+        self._done = True
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.exchange = None
+            conn.close()
 
 
 class UpstreamPool:
@@ -98,90 +339,81 @@ class UpstreamPool:
         self.path = path
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._idle: collections.deque[_Conn] = collections.deque()
+        self._idle: collections.deque[_Connection] = collections.deque()
         self._closed = False
 
-    async def _connect(self) -> _Conn:
+    async def connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                reader, writer = await asyncio.open_unix_connection(self.path, limit=_MAX_HEAD)
+                _, conn = await loop.create_unix_connection(lambda: _Connection(self), self.path)
         except (OSError, TimeoutError) as exc:
             raise UpstreamError(f"cannot connect to {self.path}: {exc!r}") from None
-        return _Conn(reader, writer, 0.0)
+        return conn
 
     def reap(self, now: float) -> None:
         """Close connections idle too long, oldest first (the worker closes its
         side after its keep-alive timeout; ours must not linger after that)."""
         while self._idle and now - self._idle[0].idle_since > IDLE_S:
-            self._idle.popleft().writer.close()
+            self._idle.popleft().close()
 
-    def _take_idle(self) -> _Conn | None:
-        now = time.monotonic()
-        self.reap(now)
+    def take_idle(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used first: warm and surely open
-            if conn.reader.at_eof() or conn.writer.is_closing() or now - conn.idle_since > IDLE_S:
-                conn.writer.close()
+            if conn.closed:
                 continue
             return conn
         return None
 
-    async def request(self, head: bytes, body: bytes) -> UpstreamResponse:
-        conn = self._take_idle()
-        reused = conn is not None
-        if conn is None:
-            conn = await self._connect()
-        try:
-            return await self._exchange(conn, head, body)
-        except _StaleConnection:
-            if not reused:
-                raise UpstreamError("worker closed the connection") from None
-        try:
-            return await self._exchange(await self._connect(), head, body)
-        except _StaleConnection:  # a fresh connection reset too: the worker is gone
-            raise UpstreamError("worker closed the connection") from None
+    def release(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.append(conn)
+        if time.monotonic() - self._idle[0].idle_since > IDLE_S:
+            self.reap(conn.idle_since)
 
-    async def _exchange(self, conn: _Conn, head: bytes, body: bytes) -> UpstreamResponse:
-        ok = False
+    def exchange(self, data: bytes, sink: Sink, *, head_only: bool = False) -> Exchange:
+        """Send ``data`` (a whole request) and push the answer to ``sink``."""
+        exchange = Exchange(self, data, sink, head_only)
+        exchange.start()
+        return exchange
+
+    async def request(self, head: bytes, body: bytes) -> UpstreamResponse:
+        """The whole answer to one request, in memory."""
+        collector = _Collector()
+        exchange = self.exchange(head + body, collector)
         try:
-            conn.writer.write(head + body if body else head)
-            async with asyncio.timeout(self.read_timeout_s):
-                try:
-                    raw = await conn.reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as exc:
-                    if not exc.partial:
-                        raise _StaleConnection from None
-                    raise UpstreamError("worker closed the connection mid-answer") from None
-                status, reason, headers, length, chunked, keep_alive = parse_head(raw[:-4])
-                if chunked:
-                    payload = await _read_chunked(conn.reader)
-                elif length is not None:
-                    payload = await conn.reader.readexactly(length) if length else b""
-                else:
-                    payload = await conn.reader.read()
-                    keep_alive = False
-            ok = keep_alive
-            return UpstreamResponse(status, reason, headers, payload)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ValueError) as exc:
-            if isinstance(exc, ConnectionResetError | BrokenPipeError):
-                raise _StaleConnection from None
-            raise UpstreamError(f"worker answer unreadable: {exc!r}") from None
-        except TimeoutError:
-            raise UpstreamError("worker did not answer in time") from None
-        finally:
-            if ok and not self._closed:
-                conn.idle_since = time.monotonic()
-                self._idle.append(conn)
-                self.reap(conn.idle_since)
-            else:
-                conn.writer.close()
+            return await asyncio.shield(collector.future)
+        except asyncio.CancelledError:
+            exchange.abort()
+            raise
 
     def close(self) -> None:
         self._closed = True
         while self._idle:
-            self._idle.pop().writer.close()
+            self._idle.pop().close()
 
 
-class _StaleConnection(Exception):
-    """A pooled connection was closed before the worker read the request."""
+class _Collector:
+    def __init__(self) -> None:
+        self.future: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+        self._head: tuple[int, str, list[tuple[str, str]]] = (0, "", [])
+        self._body = bytearray()
+
+    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      length: int | None, chunked: bool) -> None:
+        self._head = (status, reason.decode("latin-1"),
+                      [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
+
+    def upstream_body(self, data: bytes) -> None:
+        self._body += data
+
+    def upstream_done(self) -> None:
+        if not self.future.done():
+            self.future.set_result(UpstreamResponse(*self._head, bytes(self._body)))
+
+    def upstream_failed(self, error: UpstreamError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)

@@ -220,7 +220,8 @@ class Master:
         await self._balancer_runner.setup()
         assert self._balancer_runner.server is not None
         self._front_door = FrontDoor(
-            b, self.config.limits, self, self.balancer.stats, self._balancer_runner.server
+            b, self.config.limits, self, self.balancer.stats, self._balancer_runner.server,
+            self.balancer,
         )
         self._front_door.bind()
         self._front_door.start()

@@ -59,12 +59,23 @@ async def big(request: web.Request) -> web.Response:
     return web.Response(body=b"x" * 1_000_000)
 
 
+async def chunks(request: web.Request) -> web.StreamResponse:
+    """An answer without a Content-Length: chunked on the wire."""
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for i in range(3):
+        await response.write(b"part%d;" % i)
+    await response.write_eof()
+    return response
+
+
 def make_app() -> web.Application:
     app = web.Application(client_max_size=10_000_000)
     sio.attach(app)
     app.router.add_get("/pid", pid)
     app.router.add_post("/upload", upload)
     app.router.add_get("/big", big)
+    app.router.add_get("/chunks", chunks)
     return app
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from pathlib import Path
@@ -8,26 +9,82 @@ from pathlib import Path
 import pytest
 
 from balancer.exceptions import UpstreamError
-from balancer.upstream import UpstreamPool, parse_head
+from balancer.upstream import UpstreamPool
 
 
-def test_parse_head() -> None:
-    status, reason, headers, length, chunked, keep = parse_head(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n"
-        b"Set-Cookie: a=1\r\nSet-Cookie: b=2")
-    assert (status, reason, length, chunked, keep) == (200, "OK", 2, False, True)
-    assert [v for k, v in headers if k == "Set-Cookie"] == ["a=1", "b=2"]
-    assert parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")[4] is True
-    assert parse_head(b"HTTP/1.1 200 OK\r\nConnection: close")[5] is False
-    assert parse_head(b"HTTP/1.0 200 OK")[5] is False
-    assert parse_head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive")[5] is True
+async def _serve_once(path: str, answers: list[bytes], *, close: bool = False) -> asyncio.Server:
+    """A worker that answers each request head with the next of ``answers``
+    (on whichever connection it came), then closes if the answer said so."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while answers:
+                await reader.readuntil(b"\r\n\r\n")
+                answer = answers.pop(0)
+                writer.write(answer)
+                await writer.drain()
+                if close or b"close" in answer.lower() or answer.startswith(b"HTTP/1.0"):
+                    break
+        writer.close()
+
+    return await asyncio.start_unix_server(serve, path)
 
 
-@pytest.mark.parametrize("head", [b"garbage", b"HTTP/1.1 abc OK",
-                                  b"HTTP/1.1 200 OK\r\nContent-Length: -1"])
-def test_bad_heads(head: bytes) -> None:
-    with pytest.raises(UpstreamError):
-        parse_head(head)
+def test_answers_are_read_whole_and_connections_pooled(tmp_path: Path) -> None:
+    path = str(tmp_path / "w.sock")
+    head = b"GET / HTTP/1.1\r\nHost: w\r\n\r\n"
+
+    async def main() -> None:
+        server = await _serve_once(path, [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n"
+            b"Set-Cookie: b=2\r\n\r\nok",
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\n\r\nuntil the close",
+        ])
+        pool = UpstreamPool(path, connect_timeout_s=1, read_timeout_s=1)
+        first = await pool.request(head, b"")
+        assert (first.status, first.reason, first.body) == (200, "OK", b"ok")
+        assert [v for k, v in first.headers if k == "Set-Cookie"] == ["a=1", "b=2"]
+        assert len(pool._idle) == 1  # kept alive
+        second = await pool.request(head, b"")
+        assert (second.status, second.body) == (201, b"abcde")
+        third = await pool.request(head, b"")
+        assert (third.status, third.body) == (204, b"")
+        assert not [c for c in pool._idle if not c.closed]  # Connection: close is not pooled
+        fourth = await pool.request(head, b"")
+        assert (fourth.status, fourth.body) == (200, b"until the close")
+        pool.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("answer", [b"garbage\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n",
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort"])
+def test_unreadable_answers_are_upstream_errors(tmp_path: Path, answer: bytes) -> None:
+    path = str(tmp_path / "w.sock")
+
+    async def main() -> None:
+        server = await _serve_once(path, [answer], close=True)
+        pool = UpstreamPool(path, connect_timeout_s=1, read_timeout_s=0.5)
+        with pytest.raises(UpstreamError):
+            await pool.request(b"GET / HTTP/1.1\r\nHost: w\r\n\r\n", b"")
+        pool.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_no_worker_listening_is_an_upstream_error(tmp_path: Path) -> None:
+    async def main() -> None:
+        pool = UpstreamPool(str(tmp_path / "none.sock"), connect_timeout_s=1, read_timeout_s=1)
+        with pytest.raises(UpstreamError):
+            await pool.request(b"GET / HTTP/1.1\r\nHost: w\r\n\r\n", b"")
+
+    asyncio.run(main())
 
 
 def test_a_worker_that_resets_every_connection_is_an_upstream_error(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ def test_refusals_and_admin_leave_nothing_open(tmp_path: Path) -> None:
             big = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n" + b"x" * 2000
             await _answers(port, 300, big, b"HTTP/1.1 413")
             await _answers(port, 200, b"GET /pid HTTP/1.1\r\nHo", b"HTTP/1.1 408", linger=0.4)
-            await _answers(port, 300, b"BREW / HTTP/9\r\n\r\n", b"HTTP/1.0 400")
+            await _answers(port, 300, b"BREW / HTTP/9\r\n\r\n", b"HTTP/1.1 400")
             # The admin listener: kept-alive requests, then the client closes.
             health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
             await _answers(cluster.admin_port, 300, health * 1, b"HTTP/1.1 200")

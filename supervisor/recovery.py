@@ -91,16 +91,18 @@ class RecoveryDesk:
 
     def status(self, workers: Iterable[dict[str, int]] = ()) -> dict[str, Any]:
         out = self.store.status(time.monotonic())
-        refused = timeouts = 0
+        # Decided in the workers: refused by the app, timed out, sid still live there.
+        # (Counted since each worker started: an exited worker's are gone.)
+        not_recovered: dict[str, int] = dict(out["not_recovered"])  # type: ignore[call-overload]
+        undone = 0
         for counters in workers:
-            refused += counters.get("not_recovered/refused", 0)
-            timeouts += counters.get("not_recovered/timeout", 0)
-        not_recovered = dict(out["not_recovered"])  # type: ignore[call-overload]
-        if refused:  # granted by the store, then refused by the app's connect handler
-            not_recovered["refused"] = refused
-            out["recovered"] = max(0, int(out["recovered"]) - refused)  # type: ignore[call-overload]
-        if timeouts:
-            not_recovered["timeout"] = timeouts
+            for key, value in counters.items():
+                if key.startswith("not_recovered/") and value:
+                    reason = key.partition("/")[2]
+                    not_recovered[reason] = not_recovered.get(reason, 0) + value
+                    if reason in ("refused", "still_connected"):
+                        undone += value  # granted by the store, then not completed
+        out["recovered"] = max(0, int(out["recovered"]) - undone)  # type: ignore[call-overload]
         out["not_recovered"] = not_recovered
         return out
 

@@ -549,7 +549,10 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
             sid: str | None = await super().pre_connect(eio_sid, namespace)
             return sid
         sid = recovery.restored_sid(eio_sid, namespace)
-        if sid is None or self.is_sid_room(namespace, sid):
+        if sid is not None and self.is_sid_room(namespace, sid):
+            recovery.still_here(namespace, sid)  # its old socket is still on this worker
+            sid = None
+        if sid is None:
             sid = await super().pre_connect(eio_sid, namespace)
             if sid is not None:
                 recovery.fresh_sid(namespace, sid, eio_sid)

@@ -58,7 +58,9 @@ __all__ = ["RecoveryAgent", "is_recovered"]
 
 log = logging.getLogger("siocluster.recovery")
 
-RESTORE_TIMEOUT_S = 3.0
+# Past this the client gets a fresh session (counted "timeout"); generous, because a
+# master or Redis that slow has the CONNECT waiting anyway (socket.io-client allows 20 s).
+RESTORE_TIMEOUT_S = 10.0
 # python-socketio's clients send aiohttp's or requests' default User-Agent, and append
 # an offset to the handler's arguments instead of stripping it.
 PLAIN_USER_AGENT = re.compile(r"^(Python/\S+ aiohttp/|python-requests/)")
@@ -223,6 +225,13 @@ class RecoveryAgent:
             return None
         self.pids[(nsp, pending.sid)] = pending.pid
         return pending.sid
+
+    def still_here(self, nsp: str, sid: str) -> None:
+        """A granted restore whose sid is still live here: a fresh session instead."""
+        pending = self._by_sid.pop((nsp, sid), None)
+        if pending is not None:
+            self._pending = {k: v for k, v in self._pending.items() if v is not pending}
+        self.counters["not_recovered/still_connected"] += 1
 
     def fresh_sid(self, nsp: str, sid: str, eio_sid: str) -> None:
         if (nsp, eio_sid) in self._plain_eio:

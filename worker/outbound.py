@@ -52,11 +52,12 @@ class OutboundQueue(asyncio.Queue[Any]):
 
     def put_nowait(self, item: Any) -> None:
         if item is None:  # python-engineio's "writer, exit" sentinel
-            super().put_nowait(item)
+            asyncio.Queue.put_nowait(self, item)
             return
         if self.overflowed:
             return
-        size = packet_size(item)
+        data = getattr(item, "data", None)
+        size = (len(data) if type(data) is str or type(data) is bytes else 0) + PACKET_OVERHEAD
         if self.cap_bytes and self.bytes + size > self.cap_bytes:
             self.overflowed = True
             while not self.empty():  # drop what it holds: the session is closed anyway
@@ -66,12 +67,14 @@ class OutboundQueue(asyncio.Queue[Any]):
             self._on_overflow(self)
             return
         self.bytes += size
-        super().put_nowait(item)
+        asyncio.Queue.put_nowait(self, item)
 
     def get_nowait(self) -> Any:
-        item = super().get_nowait()
+        item = asyncio.Queue.get_nowait(self)
         if item is not None:
-            self.bytes = max(0, self.bytes - packet_size(item))
+            data = getattr(item, "data", None)
+            size = (len(data) if type(data) is str or type(data) is bytes else 0)
+            self.bytes = max(0, self.bytes - size - PACKET_OVERHEAD)
         return item
 
 

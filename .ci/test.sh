@@ -45,9 +45,9 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 
-# npm needs node (apt); the three projects install side by side.
+# npm needs node (apt); the four projects install side by side.
 npm_pids=()
-for dir in tests/js examples/chat examples/fastapi-chat; do
+for dir in tests/js bench/node examples/chat examples/fastapi-chat; do
   if [ -f "$dir/package.json" ] && [ ! -d "$dir/node_modules" ] && command -v npm >/dev/null; then
     (cd "$dir" && { npm ci --no-audit --no-fund --silent ||
                     npm install --no-audit --no-fund --silent; }) &

@@ -24,3 +24,18 @@ class WorkerDirectory(Protocol):
     def handoff_channel(self, slot: int, generation: int) -> socket.socket | None:
         """The worker's SOCK_SEQPACKET end for passing client sockets, if it has one."""
         ...
+
+    # Several hosts, one cluster ("" and nothing live when this host is the cluster)
+
+    @property
+    def host_id(self) -> str: ...
+
+    def live_hosts(self) -> frozenset[str]: ...
+
+    def peer_address(self, host: str) -> str | None:
+        """Where host ``host``'s balancer is reached, while it is live."""
+        ...
+
+    def note_peer(self, host: str, error: str | None) -> None:
+        """How the last forward to ``host`` went: None when it was answered."""
+        ...

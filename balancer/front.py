@@ -50,16 +50,18 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from .exceptions import UpstreamError
+from .exceptions import UpstreamError, UpstreamUnreachable
 from .forwarding import resolve_client
 from .handoff import encode_handoff
 from .headguard import HALF_CLOSE_DRAIN_S, RESPONSE_408
+from .hostforward import FORWARD_HEADER_BYTES
 from .peer import Peer
-from .routing import Forward, Reject, extract_sid, route
+from .peerauth import ForwardClaim
+from .routing import SESSION_UNKNOWN, Forward, Reject, ToHost, extract_sid, route, route_host
 
 if TYPE_CHECKING:
     from .proxy import Balancer
-    from .upstream import Exchange
+    from .upstream import Exchange, UpstreamPool
 
 __all__ = ["FrontProtocol", "error_response", "response_head"]
 
@@ -183,6 +185,8 @@ class FrontProtocol(asyncio.Protocol):
         self._exchange: Exchange | None = None
         self._started = 0.0
         self._kind = ""
+        self._to_peer = ""  # several hosts: the peer host this answer comes from
+        self._claim: ForwardClaim | None = None  # a verified forward's client
         # The answer being written: head and body parts not yet written, framing.
         self._out: list[bytes] = []
         self._out_size = 0
@@ -457,7 +461,11 @@ class FrontProtocol(asyncio.Protocol):
             req.keep_alive = False
         path, _, query = req.url.partition(b"?")
         sid = extract_sid(query.decode("latin-1")) if b"sid=" in query else None
-        decision = route(sid, b.directory.views())
+        host_id = b.directory.host_id
+        self._claim = None
+        if host_id and self._route_host(req, sid, host_id):
+            return
+        decision = route(sid, b.directory.views(), host_id)
         if isinstance(decision, Reject):
             if decision.status == 400:
                 b.stats.session_unknown += 1
@@ -467,9 +475,7 @@ class FrontProtocol(asyncio.Protocol):
                                         content_type=decision.content_type.encode(),
                                         close=not req.keep_alive))
             return
-        client = self._client_ip
-        if b.trusted and req.xff is not None:
-            client = resolve_client(client, req.xff.decode("latin-1"), b.trusted)
+        client = self._client(req)
         engineio = path == b.engineio_path_bytes()
         if decision.new_session and engineio:
             refusal = b.admit(client, decision)
@@ -501,17 +507,81 @@ class FrontProtocol(asyncio.Protocol):
             self._kind = "handshake"
         else:
             self._kind = "poll" if req.method == b"GET" else "send"
+        self._send(req, b.pool(decision.slot, decision.generation), b"".join(head) + body)
+
+    def _send(self, req: _Request, pool: UpstreamPool, data: bytes) -> None:
         self._started = time.monotonic()
         self._out = []
         self._out_size = 0
         self._sent = False
         self._chunk_out = False
         self._close_after = not req.keep_alive
-        pool = b.pool(decision.slot, decision.generation)
-        self._exchange = pool.exchange(b"".join(head) + body, self,
-                                       head_only=req.method == b"HEAD")
+        self._exchange = pool.exchange(data, self, head_only=req.method == b"HEAD")
         if self._writing_paused and self._exchange is not None:
             self._exchange.pause_reading()
+
+    def _client(self, req: _Request) -> str:
+        """The client's address: vouched for by another host, or resolved here."""
+        if self._claim is not None:
+            return self._claim.client_ip
+        b = self._b
+        if b.trusted and req.xff is not None:
+            return resolve_client(self._client_ip, req.xff.decode("latin-1"), b.trusted)
+        return self._client_ip
+
+    # several hosts, one cluster (balancer.hostforward)
+
+    def _route_host(self, req: _Request, sid: str | None, host_id: str) -> bool:
+        """Whether the request was answered or forwarded to another host here;
+        a verified forward's claim is kept for this request."""
+        b = self._b
+        claimed = next((v for n, v in req.headers if n.lower() == FORWARD_HEADER_BYTES), None)
+        if claimed is not None:
+            claim = b.hosts.verify(claimed.decode("latin-1"), req.method.decode("latin-1"),
+                                   req.url.decode("latin-1"))
+            if claim is None:
+                log.warning("refused a request claiming to be forwarded by another host, "
+                            "from %s", self._client_ip)
+                self._answer(_json_error(
+                    403, "not a genuine forward from a host of this cluster",
+                    close=not req.keep_alive))
+                return True
+            self._claim = claim
+        decision = route_host(sid, host=host_id, live_hosts=b.directory.live_hosts(),
+                              forwarded=claimed is not None)
+        address = None if not isinstance(decision, ToHost) else \
+            b.directory.peer_address(decision.host)
+        if isinstance(decision, Reject) or (decision is not None and address is None):
+            b.stats.session_unknown += 1
+            self._answer(error_response(SESSION_UNKNOWN.status, SESSION_UNKNOWN.body,
+                                        content_type=SESSION_UNKNOWN.content_type.encode(),
+                                        close=not req.keep_alive))
+            return True
+        if decision is None or address is None:
+            return False
+        if req.upgrade:
+            # aiohttp's side tunnels it (Balancer.handle); a socket cannot be handed
+            # to another machine, so the bytes are relayed for the session's life.
+            self._to_aiohttp(req.head() + req.rest)
+            return True
+        client = self._client(req)
+        body = bytes(req.body)
+        head = [req.method + b" " + req.url + b" HTTP/1.1\r\n"]
+        head += [n + b": " + v + b"\r\n" for n, v in req.headers
+                 if n.lower() not in _DROP_REQUEST and n.lower() != FORWARD_HEADER_BYTES]
+        head += [b"X-Forwarded-For: " + client.encode("latin-1") + b"\r\n",
+                 b"X-Forwarded-Proto: http\r\n",
+                 b.hosts.sign(req.method.decode("latin-1"), req.url.decode("latin-1"),
+                              client) + b"\r\n",
+                 b"Content-Length: %d\r\n\r\n" % len(body)]
+        data = b"".join(head) + body
+        stats = b.hosts.stats(decision.host)
+        stats.requests += 1
+        stats.bytes_out += len(data)
+        self._kind = "forward"
+        self._to_peer = decision.host
+        self._send(req, b.hosts.pool(address), data)
+        return True
 
     def _answer(self, response: bytes) -> None:
         """A whole answer from the balancer itself."""
@@ -563,7 +633,9 @@ class FrontProtocol(asyncio.Protocol):
         if channel is None or raw is None:
             return False
         try:
-            socket.send_fds(channel, [encode_handoff(req.head() + req.rest, self._peer)],
+            named = self._peer if self._claim is None else (self._claim.client_ip,
+                                                            self._claim.client_port)
+            socket.send_fds(channel, [encode_handoff(req.head() + req.rest, named)],
                             [raw.fileno()])
         except OSError:
             b.stats.handoff_failures += 1
@@ -616,6 +688,8 @@ class FrontProtocol(asyncio.Protocol):
         self._out.append(response_head(status, reason, headers, extra, close=self._close_after))
 
     def upstream_body(self, data: bytes) -> None:
+        if self._to_peer:
+            self._b.hosts.stats(self._to_peer).bytes_in += len(data)
         if self._closed:
             return
         if self._chunk_out:
@@ -632,6 +706,9 @@ class FrontProtocol(asyncio.Protocol):
             self._sent = True
 
     def upstream_done(self) -> None:
+        if self._to_peer:
+            self._b.directory.note_peer(self._to_peer, None)
+            self._to_peer = ""
         if self._closed:
             return
         if self._chunk_out:
@@ -643,7 +720,21 @@ class FrontProtocol(asyncio.Protocol):
 
     def upstream_failed(self, error: UpstreamError) -> None:
         self._exchange = None
+        peer, self._to_peer = self._to_peer, ""
+        if peer:
+            self._b.hosts.stats(peer).errors += 1
+            self._b.directory.note_peer(peer, str(error))
+            log.warning("host %s unreachable: %s", peer, error)
         if self._closed:
+            return
+        if peer and isinstance(error, UpstreamUnreachable) and not self._sent:
+            # Nothing listens there: the host is gone even if its lease has not
+            # expired yet, and so are its sessions.  Say so at once.
+            self._b.stats.session_unknown += 1
+            self._out.clear()
+            self._answer(error_response(SESSION_UNKNOWN.status, SESSION_UNKNOWN.body,
+                                        content_type=SESSION_UNKNOWN.content_type.encode(),
+                                        close=self._close_after))
             return
         self._b.stats.upstream_errors += 1
         log.debug("worker unreachable: %s", error)

@@ -304,9 +304,13 @@ class FrontDoor:
             # New sessions are limited by the proxy, which sees every header
             # (X-Forwarded-For from trusted proxies); it hands the connection off after.
             return False
-        decision = route(upgrade.sid, self.directory.views())
+        if upgrade.forwarded:
+            return False  # the proxy checks the claim first, then hands it off
+        decision = route(upgrade.sid, self.directory.views(), self.directory.host_id)
         if not isinstance(decision, Forward):
-            return False  # aiohttp answers the 400/503 with the proper body
+            # aiohttp answers the 400/503 with the proper body, or forwards the
+            # upgrade to the host that owns the sid
+            return False
         channel = self.directory.handoff_channel(decision.slot, decision.generation)
         if channel is None:
             return False

@@ -31,6 +31,8 @@ class Plain:
 class Upgrade:
     sid: str | None
     path: str
+    # It claims to be forwarded by another host: the proxy checks that claim.
+    forwarded: bool = False
 
 
 NEED_MORE = NeedMore()
@@ -50,7 +52,7 @@ def classify_head(data: bytes, *, complete: bool = False) -> NeedMore | Plain | 
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         return PLAIN
-    upgrade = connection_upgrade = False
+    upgrade = connection_upgrade = forwarded = False
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep:
@@ -60,6 +62,8 @@ def classify_head(data: bytes, *, complete: bool = False) -> NeedMore | Plain | 
             upgrade = value.strip().lower() == b"websocket"
         elif key == b"connection":
             connection_upgrade = b"upgrade" in value.lower()
+        elif key == b"x-siocluster-forward":
+            forwarded = True
     if not (upgrade and connection_upgrade):
         return PLAIN
     try:
@@ -67,4 +71,4 @@ def classify_head(data: bytes, *, complete: bool = False) -> NeedMore | Plain | 
     except UnicodeDecodeError:
         return PLAIN
     path, _, query = target.partition("?")
-    return Upgrade(sid=extract_sid(query), path=path)
+    return Upgrade(sid=extract_sid(query), path=path, forwarded=forwarded)

@@ -35,11 +35,13 @@ from multidict import CIMultiDict
 
 from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
-from .exceptions import UpstreamError
+from .exceptions import UpstreamError, UpstreamUnreachable
 from .forwarding import TrustedProxies, forwarded, request_head, resolve_client
 from .handoff import encode_handoff
+from .hostforward import FORWARD_HEADER_BYTES, HostLink, split_address
+from .peerauth import FORWARD_HEADER, ForwardClaim
 from .ratelimit import KeyedLimiter, retry_after_header
-from .routing import Forward, Reject, extract_sid, route
+from .routing import SESSION_UNKNOWN, Forward, Reject, ToHost, extract_sid, route, route_host
 from .sessions import SessionLedger
 from .tunnel import tunnel_upgrade
 from .upstream import IDLE_S, UpstreamPool
@@ -66,6 +68,7 @@ HOP_BY_HOP = frozenset(
 )
 _HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP)
 _STREAM_BODY_OVER = 256 * 1024
+_CLAIM = "siocluster.forward_claim"  # a verified forward's claim, on the request
 
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -104,7 +107,8 @@ class BalancerStats:
     # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
     # (POST with sid) and "app" (everything else).
     latency: dict[str, Latency] = field(
-        default_factory=lambda: {k: Latency() for k in ("handshake", "poll", "send", "app")}
+        default_factory=lambda: {k: Latency() for k in ("handshake", "poll", "send", "app",
+                                                          "forward")}
     )
 
     def as_dict(self) -> dict[str, Any]:
@@ -181,12 +185,17 @@ class _BodyRelay:
 
 class Balancer:
     def __init__(
-        self, config: BalancerConfig, limits: LimitsConfig, directory: WorkerDirectory
+        self, config: BalancerConfig, limits: LimitsConfig, directory: WorkerDirectory,
+        *, peer_token: str = "",
     ) -> None:
         self.config = config
         self.limits = limits
         self.directory = directory
         self.stats = BalancerStats()
+        # Several hosts: forwarding to the host a sid names (the directory knows
+        # this host's id once it has joined the cluster).
+        self.hosts = HostLink("", peer_token, config.connect_timeout_s,
+                              config.upstream_timeout_s)
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
         self._pools: dict[tuple[int, int], UpstreamPool] = {}
@@ -207,6 +216,7 @@ class Balancer:
         return web.Server(self.handle, **kwargs)
 
     async def close(self) -> None:
+        self.hosts.close()
         for pool in self._pools.values():
             pool.close()
         self._pools.clear()
@@ -220,6 +230,8 @@ class Balancer:
         now = time.monotonic()
         for pool in self._pools.values():
             pool.reap(now)
+        live = {a for h in self.directory.live_hosts() if (a := self.directory.peer_address(h))}
+        self.hosts.reap(now, live)
 
     def forget(self, slot: int, generation: int) -> None:
         """Drop the pools of a worker that is gone."""
@@ -249,6 +261,9 @@ class Balancer:
         return session
 
     def client_address(self, request: web.BaseRequest) -> str:
+        claim: ForwardClaim | None = request.get(_CLAIM)
+        if claim is not None:
+            return claim.client_ip  # another host of the cluster vouches for it
         peer = request.remote or ""
         if not self.trusted:
             return peer
@@ -257,7 +272,14 @@ class Balancer:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.requests += 1
         sid = extract_sid(request.query_string)
-        decision = route(sid, self.directory.views())
+        host_id = self.directory.host_id
+        if host_id:
+            to_host = self._route_host(request, sid, host_id)
+            if isinstance(to_host, web.StreamResponse):
+                return to_host
+            if to_host is not None:
+                return await self._to_host(request, to_host)
+        decision = route(sid, self.directory.views(), host_id)
         if isinstance(decision, Reject):
             if decision.status == 400:
                 self.stats.session_unknown += 1
@@ -300,6 +322,95 @@ class Balancer:
             kind = "poll" if request.method == "GET" else "send"
         self.stats.latency[kind].observe(time.monotonic() - started)
         return response
+
+    # Several hosts
+
+    def _route_host(self, request: web.BaseRequest, sid: str | None,
+                    host_id: str) -> str | web.StreamResponse | None:
+        """The peer host to forward to, an answer, or None to serve it here."""
+        claimed = request.headers.get(FORWARD_HEADER)
+        if claimed is not None:
+            self.hosts.host_id = host_id
+            claim = self.hosts.verify(claimed, request.method, request.raw_path)
+            if claim is None:
+                log.warning("refused a request claiming to be forwarded by another host, "
+                            "from %s", request.remote)
+                return _json_error(403, "not a genuine forward from a host of this cluster")
+            request[_CLAIM] = claim
+        decision = route_host(sid, host=host_id, live_hosts=self.directory.live_hosts(),
+                              forwarded=claimed is not None)
+        if isinstance(decision, Reject):
+            self.stats.session_unknown += 1
+            return web.Response(status=decision.status, body=decision.body,
+                                content_type=decision.content_type)
+        return decision.host if isinstance(decision, ToHost) else None
+
+    async def _to_host(self, request: web.BaseRequest, host: str) -> web.StreamResponse:
+        address = self.directory.peer_address(host)
+        if address is None:
+            self.stats.session_unknown += 1
+            return web.Response(status=400, body=SESSION_UNKNOWN.body,
+                                content_type=SESSION_UNKNOWN.content_type)
+        self.hosts.host_id = self.directory.host_id
+        client = self.client_address(request)
+        signed = self.hosts.sign(request.method, request.raw_path, client)
+        proto = request.scheme
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            self.stats.upgrades += 1
+            self.stats.tunnels_active += 1
+            self.hosts.stats(host).upgrades += 1
+            try:
+                response = await tunnel_upgrade(
+                    request, split_address(address), client=client, proto=proto,
+                    connect_timeout_s=self.config.connect_timeout_s, extra=(signed,),
+                )
+            finally:
+                self.stats.tunnels_active -= 1
+            self.directory.note_peer(host, None if response.status == 101 else
+                                     f"upgrade answered {response.status}")
+            return response
+        body = await self._read_body_within(request)
+        if isinstance(body, web.StreamResponse):
+            return body
+        extra = [*forwarded(client, proto), signed,
+                 b"Content-Length: " + str(len(body or b"")).encode()]
+        head = request_head(request.method, request.raw_path, request.raw_headers,
+                            drop=_HOP_BY_HOP_BYTES | {FORWARD_HEADER_BYTES}, extra=extra)
+        started = time.monotonic()
+        try:
+            upstream = await self.hosts.request(host, address, head, body or b"")
+        except UpstreamError as exc:
+            self.directory.note_peer(host, str(exc))
+            log.warning("host %s at %s unreachable: %s", host, address, exc)
+            if isinstance(exc, UpstreamUnreachable):
+                # Nothing listens there: the host is gone even if its lease is
+                # not expired yet.  Its sessions are too, so say so at once.
+                self.stats.session_unknown += 1
+                return web.Response(status=400, body=SESSION_UNKNOWN.body,
+                                    content_type=SESSION_UNKNOWN.content_type)
+            self.stats.upstream_errors += 1
+            return _json_error(502, f"host {host} unavailable")
+        self.directory.note_peer(host, None)
+        self.stats.latency["forward"].observe(time.monotonic() - started)
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in upstream.headers if k.lower() not in HOP_BY_HOP
+        )
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=upstream.body
+        )
+
+    async def _read_body_within(self, request: web.BaseRequest) -> bytes | web.StreamResponse:
+        """The whole body (limits and the idle timeout applied), or the error answer."""
+        idle = self.limits.idle_timeout_s
+        try:
+            async with asyncio.timeout(idle or None):
+                body = await self._read_body(request, stream_large=False)
+        except asyncio.IncompleteReadError:
+            return _json_error(400, "request body shorter than Content-Length")
+        except TimeoutError:
+            return await self._body_too_slow(request)
+        assert body is not None
+        return body
 
     def admit(self, client: str, decision: Forward) -> tuple[int, str, str] | None:
         """The per-address limits on a new session: None admits (and counts) it,
@@ -369,14 +480,16 @@ class Balancer:
             status=upstream.status, reason=upstream.reason, headers=headers, body=upstream.body
         )
 
-    async def _read_body(self, request: web.BaseRequest) -> bytes | web.Response | None:
+    async def _read_body(self, request: web.BaseRequest, *,
+                         stream_large: bool = True) -> bytes | web.Response | None:
         """The body to send on, or None to stream it, or an error response."""
         if not request.body_exists:
             return b""
         length = request.content_length
         limit = self.limits.max_message_bytes
         if length is not None:
-            if length > _STREAM_BODY_OVER and request.path != self.directory.engineio_path:
+            if (stream_large and length > _STREAM_BODY_OVER
+                    and request.path != self.directory.engineio_path):
                 return None
             if limit and length > limit:
                 self.stats.too_large += 1
@@ -486,13 +599,17 @@ class Balancer:
         if channel is None or transport is None or raw is None:
             return False
         head = request_head(request.method, request.raw_path, request.raw_headers)
-        # The client as aiohttp saw it: the PROXY header's, if one named it.
+        # The client as aiohttp saw it: the PROXY header's, if one named it, or
+        # the one another host of the cluster vouched for.
         peer = transport.get_extra_info("peername")
         try:
             tcp_peer = raw.getpeername()
         except OSError:
             return False
         named = (str(peer[0]), int(peer[1])) if peer and tuple(peer[:2]) != tcp_peer[:2] else None
+        claim: ForwardClaim | None = request.get(_CLAIM)
+        if claim is not None:
+            named = (claim.client_ip, claim.client_port)
         try:
             socket.send_fds(channel, [encode_handoff(head, named)], [raw.fileno()])
         except OSError:

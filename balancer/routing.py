@@ -13,14 +13,18 @@ routed on its own:
   already routed to a worker that it has not yet reported, so a burst is
   spread instead of piling onto whichever worker looked idle at the last
   heartbeat;
-* when no worker is ready, 503.
+* when no worker is ready, 503;
+* with several hosts (``[cluster] advertise``), a sid that names another host
+  goes to that host's balancer (:class:`ToHost`) while the host is live, and
+  gets the 400 once it has left; a request that another host already
+  forwarded is never forwarded again.
 
 Nothing here does I/O; ``tests/balancer/test_routing.py`` drives it directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from .sid import parse_sid
@@ -30,9 +34,11 @@ __all__ = [
     "SESSION_UNKNOWN",
     "Forward",
     "Reject",
+    "ToHost",
     "WorkerView",
     "extract_sid",
     "route",
+    "route_host",
 ]
 
 
@@ -52,6 +58,13 @@ class Forward:
     slot: int
     generation: int
     new_session: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ToHost:
+    """The sid belongs to another host of the cluster: forward it there."""
+
+    host: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +88,21 @@ def extract_sid(query_string: str) -> str | None:
     return None
 
 
-def route(sid: str | None, workers: Sequence[WorkerView]) -> Forward | Reject:
+def route_host(sid: str | None, *, host: str, live_hosts: Container[str],
+               forwarded: bool) -> ToHost | Reject | None:
+    """Which host serves ``sid``: None for this one (then :func:`route` picks the worker)."""
+    owner = parse_sid(sid) if sid is not None else None
+    if owner is None or not owner.host or owner.host == host:
+        return None
+    if forwarded or owner.host not in live_hosts:
+        return SESSION_UNKNOWN
+    return ToHost(owner.host)
+
+
+def route(sid: str | None, workers: Sequence[WorkerView], host: str = "") -> Forward | Reject:
     if sid is not None:
         owner = parse_sid(sid)
-        if owner is None:
+        if owner is None or (owner.host and owner.host != host):
             return SESSION_UNKNOWN
         # During a rolling restart one slot has two generations: match both fields.
         for w in workers:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +26,7 @@ from .forwarding import forwarded, request_head
 __all__ = ["tunnel_upgrade"]
 
 _MAX_HEAD = 64 * 1024
-_SKIP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+_SKIP_REQUEST = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-siocluster-forward"})
 _HIGH_WATER = 256 * 1024
 
 
@@ -76,17 +77,23 @@ def _parse_response_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
 
 
 async def tunnel_upgrade(
-    request: web.BaseRequest, socket_path: str, *, client: str, proto: str, connect_timeout_s: float
+    request: web.BaseRequest, target: str | tuple[str, int], *, client: str, proto: str,
+    connect_timeout_s: float, extra: Sequence[bytes] = (),
 ) -> web.StreamResponse:
+    """Relay an upgrade to ``target``: a worker's Unix socket path, or the
+    ``(host, port)`` of another host's balancer (with ``extra`` header lines)."""
     try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_unix_connection(socket_path, limit=_MAX_HEAD), connect_timeout_s
-        )
+        if isinstance(target, str):
+            connecting = asyncio.open_unix_connection(target, limit=_MAX_HEAD)
+        else:
+            connecting = asyncio.open_connection(*target, limit=_MAX_HEAD)
+        reader, writer = await asyncio.wait_for(connecting, connect_timeout_s)
     except (TimeoutError, OSError):
         return web.json_response({"code": 502, "message": "worker unavailable"}, status=502)
     try:
         writer.write(request_head(request.method, request.raw_path, request.raw_headers,
-                                  drop=_SKIP_REQUEST, extra=forwarded(client, proto)))
+                                  drop=_SKIP_REQUEST,
+                                  extra=[*forwarded(client, proto), *extra]))
         head = await reader.readuntil(b"\r\n\r\n")
         status, reason, headers = _parse_response_head(head[:-4])
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):

@@ -33,7 +33,7 @@ from typing import Protocol
 
 import httptools
 
-from .exceptions import UpstreamError
+from .exceptions import UpstreamError, UpstreamUnreachable
 
 __all__ = ["IDLE_S", "Exchange", "Sink", "UpstreamPool", "UpstreamResponse"]
 
@@ -335,8 +335,13 @@ class Exchange:
 
 
 class UpstreamPool:
-    def __init__(self, path: str, *, connect_timeout_s: float, read_timeout_s: float) -> None:
+    """Connections to one upstream: a worker's Unix socket ``path``, or, with
+    ``tcp``, another host's balancer (several hosts, one cluster)."""
+
+    def __init__(self, path: str, *, connect_timeout_s: float, read_timeout_s: float,
+                 tcp: tuple[str, int] | None = None) -> None:
         self.path = path
+        self.tcp = tcp
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._idle: collections.deque[_Connection] = collections.deque()
@@ -346,9 +351,13 @@ class UpstreamPool:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                _, conn = await loop.create_unix_connection(lambda: _Connection(self), self.path)
+                if self.tcp is not None:
+                    _, conn = await loop.create_connection(lambda: _Connection(self), *self.tcp)
+                else:
+                    _, conn = await loop.create_unix_connection(lambda: _Connection(self),
+                                                                self.path)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {self.path}: {exc!r}") from None
+            raise UpstreamUnreachable(f"cannot connect to {self.path}: {exc!r}") from None
         return conn
 
     def reap(self, now: float) -> None:

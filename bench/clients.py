@@ -97,46 +97,71 @@ class WsClient:
         await self.ws.close()
 
 
-async def _get_packets(http: aiohttp.ClientSession, url: str) -> list[str]:
-    async with http.get(url) as resp:
+Headers = dict[str, str]
+
+
+async def _get_packets(http: aiohttp.ClientSession, url: str,
+                       headers: Headers | None = None) -> list[str]:
+    async with http.get(url, headers=headers) as resp:
         body = await resp.text()
         if resp.status != 200:
             raise SessionError(f"GET {resp.status}: {body[:80]}")
     return p.split_payload(body)
 
 
-async def _post_packets(http: aiohttp.ClientSession, url: str, *packets: str) -> None:
+async def _post_packets(http: aiohttp.ClientSession, url: str, *packets: str,
+                        headers: Headers | None = None) -> None:
     data = p.SEPARATOR.join(packets).encode()
-    async with http.post(url, data=data, headers=_TEXT_HEADERS) as resp:
+    async with http.post(url, data=data,
+                         headers={**_TEXT_HEADERS, **headers} if headers else _TEXT_HEADERS
+                         ) as resp:
         body = await resp.text()
         if resp.status != 200:
             raise SessionError(f"POST {resp.status}: {body[:80]}")
 
 
-async def _polling_handshake(http: aiohttp.ClientSession, base_url: str) -> tuple[str, str]:
-    """Open a polling session and join ``/``: returns (sid, the session's polling URL)."""
-    packets = await _get_packets(http, _endpoint(base_url, "polling"))
+def _cookie_headers(resp: aiohttp.ClientResponse) -> Headers:
+    """A ``Cookie`` header echoing what the handshake answer set, as a browser would.
+
+    Each client keeps its own: the generator's ``ClientSession`` is shared by
+    many clients and keeps no cookies (``DummyCookieJar``).  Only a sticky
+    load balancer sets one (the ``--peers`` HAProxy stack's ``SRV``).
+    """
+    if not resp.cookies:
+        return {}
+    return {"Cookie": "; ".join(f"{k}={m.value}" for k, m in resp.cookies.items())}
+
+
+async def _polling_handshake(http: aiohttp.ClientSession, base_url: str
+                             ) -> tuple[str, str, Headers]:
+    """Open a polling session and join ``/``: (sid, its polling URL, its cookie headers)."""
+    async with http.get(_endpoint(base_url, "polling")) as resp:
+        body = await resp.text()
+        if resp.status != 200:
+            raise SessionError(f"GET {resp.status}: {body[:80]}")
+        headers = _cookie_headers(resp)
+    packets = p.split_payload(body)
     if not packets:
         raise SessionError("empty handshake answer")
     sid = str(p.parse_open(packets[0])["sid"])
     url = _endpoint(base_url, "polling", sid)
-    await _post_packets(http, url, p.CONNECT)
+    await _post_packets(http, url, p.CONNECT, headers=headers)
     while True:
-        for packet in await _get_packets(http, url):
+        for packet in await _get_packets(http, url, headers):
             if packet.startswith(p.CONNECT):
-                return sid, url
+                return sid, url, headers
             if packet.startswith("44"):
                 raise SessionError(f"namespace refused: {packet[:80]}")
             if packet == p.PING:
-                await _post_packets(http, url, p.PONG)
+                await _post_packets(http, url, p.PONG, headers=headers)
 
 
 async def connect_upgraded(http: aiohttp.ClientSession, base_url: str) -> WsClient:
     """A browser's path: polling handshake, join ``/``, then upgrade to a websocket."""
-    sid, _ = await _polling_handshake(http, base_url)
+    sid, _, headers = await _polling_handshake(http, base_url)
     ws_url = _endpoint(base_url, "websocket", sid).replace("http://", "ws://", 1)
     try:
-        ws = await http.ws_connect(ws_url, autoping=True)
+        ws = await http.ws_connect(ws_url, autoping=True, headers=headers)
     except aiohttp.WSServerHandshakeError as exc:
         raise SessionError(f"upgrade handshake: {exc.status}") from None
     client = WsClient(ws, sid)
@@ -153,26 +178,29 @@ async def connect_upgraded(http: aiohttp.ClientSession, base_url: str) -> WsClie
 
 
 class PollingClient:
-    def __init__(self, http: aiohttp.ClientSession, sid: str, url: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, sid: str, url: str,
+                 headers: Headers | None = None) -> None:
         self.http = http
         self.sid = sid
         self.url = url
+        self.headers = headers or None
         self._next_ack = 0
 
     @classmethod
     async def connect(cls, http: aiohttp.ClientSession, base_url: str) -> PollingClient:
-        sid, url = await _polling_handshake(http, base_url)
-        return cls(http, sid, url)
+        sid, url, headers = await _polling_handshake(http, base_url)
+        return cls(http, sid, url, headers)
 
     async def call(self, name: str, *args: Any) -> list[Any]:
         """POST the event, then long-poll until its ack arrives (answering pings)."""
         self._next_ack += 1
         ack_id = self._next_ack
-        await _post_packets(self.http, self.url, p.ack_event(ack_id, name, *args))
+        await _post_packets(self.http, self.url, p.ack_event(ack_id, name, *args),
+                            headers=self.headers)
         while True:
-            for raw in await _get_packets(self.http, self.url):
+            for raw in await _get_packets(self.http, self.url, self.headers):
                 if raw == p.PING:
-                    await _post_packets(self.http, self.url, p.PONG)
+                    await _post_packets(self.http, self.url, p.PONG, headers=self.headers)
                     continue
                 if raw.startswith("1"):
                     raise SessionError("server closed the session")
@@ -181,4 +209,4 @@ class PollingClient:
                     return packet.args
 
     async def close(self) -> None:
-        await _post_packets(self.http, self.url, "1")
+        await _post_packets(self.http, self.url, "1", headers=self.headers)

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
-from . import targets
+from . import peers, targets
 from .limits import raise_nofile
 from .loadgen import ShardFn, Window, run_shards
-from .model import Run, merge_rounds
+from .model import Run, merge_rounds, round_order
 from .redisproc import redis_server
 from .settings import Settings
 
@@ -74,6 +74,19 @@ class Lab:
                                   redis_url=self.redis_url() if redis else None,
                                   app=self.settings.app)
 
+    def haproxy(self) -> AbstractContextManager[targets.Target]:
+        """HAProxy (sticky) + N python-socketio servers + AsyncRedisManager."""
+        return peers.haproxy_stack(self.settings.workers, log_dir=self.log_dir,
+                                   redis_url=self.redis_url(), app=self.settings.app)
+
+    def node(self) -> AbstractContextManager[targets.Target]:
+        """Node's socket.io cluster with N workers."""
+        return peers.node_cluster(self.settings.workers, log_dir=self.log_dir)
+
+    def peers(self) -> list[Callable[[], AbstractContextManager[targets.Target]]]:
+        """The peer systems' starters with ``--peers`` (else none), in table order."""
+        return [self.haproxy, self.node] if self.settings.peers else []
+
     def serving(self, app: str) -> Lab:
         """This lab with another app (``bench_asgi``); the redis-server stays shared."""
         other = copy.copy(self)
@@ -102,19 +115,17 @@ class Lab:
         """Measure every target ``rounds`` times, interleaved, and merge each one's rounds.
 
         The targets run side by side (an idle one costs next to nothing) and
-        the order flips every round (A B, B A, ...), so a background load that
-        comes and goes on a shared machine weighs on both sides alike.
+        the order flips every round (A B C, C B A, ...: :func:`round_order`),
+        so a background load that comes and goes on a shared machine weighs on
+        every side alike.
         """
         rounds = rounds or self.settings.rounds
         with contextlib.ExitStack() as stack:
             started = _start_all(stack, starters)
             runs: list[list[Run]] = [[] for _ in started]
             for r in range(rounds):
-                order = list(enumerate(started))
-                if r % 2:
-                    order.reverse()
-                for index, target in order:
-                    runs[index].append(measure(target))
+                for index in round_order(len(started), r):
+                    runs[index].append(measure(started[index]))
         return [merge_rounds(target_runs) for target_runs in runs]
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Row", "Run", "Section", "merge_rounds"]
+__all__ = ["Row", "Run", "Section", "merge_rounds", "round_order", "spread"]
 
 # Counts of failures add up over rounds; every other figure is a median.
 SUMMED = frozenset({"errors", "lost", "failures"})
@@ -23,6 +23,8 @@ class Run:
     window: dict[str, float] | None = None  # loadgen.Window.to_json()
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # (min, max) of each metric over the rounds merged into this run
+    spread: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Row:
     cluster: str  # target label of the "cluster" column
     direct: str  # target label of the "direct" column
     direct_key: str | None = None  # key in the direct run's metrics, if not ``key``
+    per_op: str = ""  # a rate of this unit ("ack"): --peers prints the CPU per unit
 
 
 @dataclass
@@ -50,9 +53,30 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
+def round_order(targets: int, round_index: int) -> list[int]:
+    """The order targets are measured in, round ``round_index``: 0 1 2, then 2 1 0, ...
+
+    Flipping every round puts each target first as often as last, so a
+    background load that comes and goes weighs on all of them alike.
+    """
+    order = list(range(targets))
+    return order[::-1] if round_index % 2 else order
+
+
+def spread(runs: list[Run]) -> dict[str, tuple[float, float]]:
+    """(min, max) of each metric over rounds; a metric no round has is left out."""
+    out: dict[str, tuple[float, float]] = {}
+    for key in dict.fromkeys(k for run in runs for k in run.metrics):
+        values = [v for run in runs if (v := run.metrics.get(key)) is not None]
+        if values:
+            out[key] = (min(values), max(values))
+    return out
+
+
 def merge_rounds(runs: list[Run]) -> Run:
-    """One run per target out of several rounds: medians, failures summed."""
+    """One run per target out of several rounds: medians, failures summed, min-max kept."""
     if len(runs) == 1:
+        runs[0].spread = spread(runs)
         return runs[0]
     keys = dict.fromkeys(k for run in runs for k in run.metrics)
     metrics: dict[str, float | None] = {}
@@ -69,4 +93,4 @@ def merge_rounds(runs: list[Run]) -> Run:
     details = {**runs[-1].details,
                "rounds": [{"metrics": r.metrics, "window": r.window, "details": r.details}
                           for r in runs]}
-    return Run(runs[0].target, metrics, window, details)
+    return Run(runs[0].target, metrics, window, details, spread=spread(runs))

@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ from .limits import nofile_limit
 from .model import Row, Run, Section
 from .settings import Settings
 
-__all__ = ["machine_info", "render_machine", "render_table", "render_warnings", "write_json"]
+__all__ = ["PEER_LABELS", "machine_info", "render_machine", "render_peers_table", "render_table",
+           "render_warnings", "write_json"]
 
 _LIBS = ("python-socketio", "python-engineio", "aiohttp", "uvloop")
 
@@ -79,7 +81,8 @@ def render_machine(info: dict[str, Any], settings: Settings) -> str:
         f"servers, {settings.shards} generator processes, cluster adapter "
         f"{settings.cluster_adapter!r}, websocket mode "
         f"{settings.cluster_websocket or '(cluster default)'}, {settings.rounds} round(s) "
-        f"per target",
+        f"per target" + (", peers: HAProxy + python-socketio + AsyncRedisManager, "
+                         "Node socket.io cluster" if settings.peers else ""),
     ])
 
 
@@ -179,6 +182,95 @@ def render_table(sections: list[Section], cores: int) -> str:
             if stats:
                 lines.append(f"{'':<14} . {run.target}: {_roles_cpu(run)}"
                              f"balancer {_balancer(stats)}")
+    return "\n".join(lines)
+
+
+# The peer systems' run labels (bench/peers.py), in column order.
+PEER_LABELS = ("haproxy/redis", "node")
+
+_PEERS_HEADER = (f"{'workload':<14} {'metric':<26} {'cluster':>9} {'direct':>9} {'haproxy':>9} "
+                 f"{'node':>9} {'c/d':>5} {'c/h':>5} {'c/n':>5}  {'gen CPU% c|d|h|n':>17} "
+                 f"{'srv CPU% c|d|h|n':>17}")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
+
+
+def _range(run: Run | None, key: str) -> str:
+    if run is None or key not in run.spread:
+        return "-"
+    lo, hi = run.spread[key]
+    return f"{_fmt(lo)}-{_fmt(hi)}"
+
+
+def cpu_us_per_op(run: Run | None, key: str, field: str) -> float | None:
+    """CPU microseconds of ``field``'s processes per unit of rate ``key``, median of rounds.
+
+    ``server_cpu_pct`` per ack says what a message costs the servers whether or
+    not the machine was saturated (the generator shares the 2 cores), and
+    ``generator_cpu_pct`` per ack that the generator costs the same for every
+    system.
+    """
+    if run is None:
+        return None
+    rounds = run.details.get("rounds") or [{"metrics": run.metrics, "window": run.window}]
+    values = []
+    for r in rounds:
+        rate, window = r["metrics"].get(key), r["window"]
+        if rate and window is not None:
+            values.append(window[field] * 1e4 / rate)
+    return statistics.median(values) if values else None
+
+
+def render_peers_table(sections: list[Section], cores: int) -> str:
+    """``--peers``: each figure for the cluster, direct, HAProxy stack and Node, and ratios.
+
+    Every figure is the median of the rounds; the line under it gives each
+    system's min-max over the rounds.  Under each rate: the CPU microseconds
+    the servers and the generator spent per unit (:func:`cpu_us_per_op`).
+    """
+    lines = [_PEERS_HEADER, "-" * len(_PEERS_HEADER)]
+    for section in sections:
+        pair: tuple[str, str] | None = None
+        label = section.workload
+        peer_runs = [section.run(name) for name in PEER_LABELS]
+        for row in section.rows:
+            runs = [section.run(row.cluster), section.run(row.direct), *peer_runs]
+            keys = [row.key, row.direct_key or row.key, row.key, row.key]
+            values = [_metric(run, key) for run, key in zip(runs, keys, strict=True)]
+            c = values[0]
+            line = (f"{label:<14} {row.metric:<26} "
+                    + " ".join(f"{_fmt(v):>9}" for v in values)
+                    + f" {_ratio(c, values[1]):>5} {_ratio(c, values[2]):>5}"
+                      f" {_ratio(c, values[3]):>5}")
+            if (row.cluster, row.direct) != pair:
+                gen = "|".join(_cpu(run, "generator_cpu_pct") for run in runs)
+                srv = "|".join(_cpu(run, "server_cpu_pct") for run in runs)
+                line += f"  {gen:>17} {srv:>17}"
+            pair = (row.cluster, row.direct)
+            lines.append(line)
+            ranges = [_range(run, key) for run, key in zip(runs, keys, strict=True)]
+            lines.append(f"{'':<14} {'  min-max':<26} " + " ".join(f"{r:>9}" for r in ranges))
+            if row.per_op:
+                for name, field in (("srv", "server_cpu_pct"), ("gen", "generator_cpu_pct")):
+                    costs = [cpu_us_per_op(run, key, field)
+                             for run, key in zip(runs, keys, strict=True)]
+                    lines.append(f"{'':<14} {f'  {name} CPU us per {row.per_op}':<26} "
+                                 + " ".join(f"{_fmt(v):>9}" for v in costs)
+                                 + f" {_ratio(costs[0], costs[1]):>5}"
+                                   f" {_ratio(costs[0], costs[2]):>5}"
+                                   f" {_ratio(costs[0], costs[3]):>5}")
+            label = ""
+        for run in section.runs:
+            if run.error:
+                lines.append(f"{'':<14} ! {run.target}: {run.error}")
+        for note in section.notes:
+            lines.append(f"{'':<14} . {note}")
+        other = ", ".join(f"{run.target} {_other(run, cores)}" for run in section.runs
+                          if run.window is not None)
+        if other:
+            lines.append(f"{'':<14} . other% (CPU of everything else, % of a core): {other}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,14 @@ from typing import NoReturn
 
 from .lab import Lab
 from .model import Run, Section
-from .report import machine_info, render_machine, render_table, render_warnings, write_json
+from .report import (
+    machine_info,
+    render_machine,
+    render_peers_table,
+    render_table,
+    render_warnings,
+    write_json,
+)
 from .settings import Settings, preset
 from .workloads import WORKLOADS
 
@@ -44,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster-websocket", choices=["tunnel", "handoff"], default=None,
                         help="the cluster's --websocket mode (default: the cluster's own)")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="interleaved rounds per target, median reported (full 2, quick 1)")
+                        help="interleaved rounds per target, median reported (full 2, quick 1; "
+                             "with --peers at least 3)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run every workload against Node's socket.io cluster "
+                             "(sticky + cluster-adapter) and HAProxy + N python-socketio "
+                             "servers + AsyncRedisManager (needs node, npm, haproxy)")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds of each measured window")
     parser.add_argument("--fanout-clients", type=int, default=None)
@@ -63,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     return preset(quick=args.quick, workers=args.workers, shards=args.shards,
                   out_dir=args.out, cluster_adapter=args.cluster_adapter,
-                  cluster_websocket=args.cluster_websocket, rounds=args.rounds,
+                  cluster_websocket=args.cluster_websocket, peers=args.peers,
+                  rounds=args.rounds,
                   duration_s=args.duration, fanout_clients=args.fanout_clients,
                   idle_connections=args.idle_connections, storm_sessions=args.storm_sessions)
 
@@ -111,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
         lab.close()
     print(render_machine(info, settings))
     cores = int(info["cpus_logical"] or 1)
-    print(render_table(sections, cores))
+    print(render_peers_table(sections, cores) if settings.peers
+          else render_table(sections, cores))
     warnings = render_warnings(sections, cores)
     if warnings:
         print(warnings)

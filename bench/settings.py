@@ -38,6 +38,9 @@ class Settings:
     # The app: bench_app (aiohttp; standalone: aiohttp servers) or bench_asgi
     # (socketio.ASGIApp; standalone: uvicorn processes).
     app: str = "bench_app"
+    # --peers: every workload also runs against Node's socket.io cluster and
+    # HAProxy + python-socketio + AsyncRedisManager (bench/peers.py).
+    peers: bool = False
 
 
 _FULL = dict(rounds=2, duration_s=8.0, settle_s=3.0, ws_clients=64, polling_clients=32,
@@ -48,11 +51,16 @@ _QUICK = dict(rounds=1, duration_s=3.0, settle_s=1.0, ws_clients=32, polling_cli
               idle_connections=1_000, connect_concurrency=50)
 
 
+PEERS_MIN_ROUNDS = 3
+
+
 def preset(*, quick: bool, workers: int, shards: int, out_dir: Path,
            cluster_adapter: str = "local", cluster_websocket: str | None = None,
-           **overrides: float | int | None) -> Settings:
+           peers: bool = False, **overrides: float | int | None) -> Settings:
     base = dict(_QUICK if quick else _FULL)
+    if peers:  # a median and a spread need rounds; --rounds still overrides
+        base["rounds"] = max(int(base["rounds"]), PEERS_MIN_ROUNDS)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(workers=workers, shards=shards, quick=quick, out_dir=out_dir,
                     cluster_adapter=cluster_adapter, cluster_websocket=cluster_websocket,
-                    **base)  # type: ignore[arg-type]
+                    peers=peers, **base)  # type: ignore[arg-type]

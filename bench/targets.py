@@ -5,7 +5,9 @@
 * :func:`standalone`: N ``python -m bench.standalone --port P`` servers, the
   "direct" baseline: no balancer, the clients spread over the ports; for the
   ASGI app (``bench_asgi``), N plain ``uvicorn bench_asgi:app --port P``
-  processes instead, which is how FastAPI users run today.
+  processes instead, which is how FastAPI users run today (with a redis URL,
+  ``bench_asgi`` takes python-socketio's ``AsyncRedisManager`` from
+  ``BENCH_REDIS_URL``).
 
 Both are context managers that stop what they started (SIGTERM, then SIGKILL)
 even when the benchmark fails halfway.  The servers inherit the open-file
@@ -31,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Target", "TargetError", "cluster", "free_port", "standalone"]
+__all__ = ["Target", "TargetError", "answers", "cluster", "free_port", "standalone",
+           "start_process", "stop_processes"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 APP_DIR = BENCH_DIR / "app"
@@ -55,7 +58,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _popen(cmd: list[str], cwd: Path, log: Path,
+def start_process(cmd: list[str], cwd: Path, log: Path,
            env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     # A process group of its own keeps a terminal's Ctrl-C for the bench, which
     # stops the servers in order.  Not a session of its own: with Linux's
@@ -67,7 +70,8 @@ def _popen(cmd: list[str], cwd: Path, log: Path,
                                 process_group=0)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]], extra_pids: set[int], timeout_s: float) -> None:
+def stop_processes(procs: list[subprocess.Popen[bytes]], extra_pids: set[int],
+                   timeout_s: float) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -136,8 +140,8 @@ def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None 
         cmd += ["--websocket", websocket]
     # The standalone baseline's AsyncRedisManager servers publish on python-socketio's
     # default channel of the same Redis: the cluster must not hear them as emitters.
-    proc = _popen(cmd, APP_DIR, log, env={"SIOCLUSTER_ADAPTER_EMITTER_CHANNEL": "",
-                                          **(env or {})})
+    proc = start_process(cmd, APP_DIR, log, env={"SIOCLUSTER_ADAPTER_EMITTER_CHANNEL": "",
+                                                 **(env or {})})
     target = Target(label or f"cluster/{adapter}", [f"http://127.0.0.1:{port}"], log_paths=[log],
                     admin_url=f"http://127.0.0.1:{admin_port}")
     try:
@@ -156,10 +160,10 @@ def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None 
             time.sleep(0.1)
         yield target
     finally:
-        _stop([proc], set(target.pids.get("workers", [])), 30.0)
+        stop_processes([proc], set(target.pids.get("workers", [])), 30.0)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/socket.io/?EIO=4&transport=polling",
                                     timeout=1.0) as resp:
@@ -179,23 +183,22 @@ def standalone(servers: int, *, log_dir: Path, redis_url: str | None = None,
             port = free_port()
             log = log_dir / f"standalone-{port}.log"
             if app == "bench_asgi":
-                if redis_url:
-                    raise TargetError("the ASGI standalone baseline has no redis variant")
                 cmd = [sys.executable, "-m", "uvicorn", f"{app}:app", "--port", str(port),
                        "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
                        "--no-access-log"]
-                procs.append(_popen(cmd, APP_DIR, log))
+                env = {"BENCH_REDIS_URL": redis_url} if redis_url else None
+                procs.append(start_process(cmd, APP_DIR, log, env=env))
             else:
                 cmd = [sys.executable, "-m", "bench.standalone", "--port", str(port),
                        "--app", app]
                 if redis_url:
                     cmd += ["--redis-url", redis_url]
-                procs.append(_popen(cmd, REPO_DIR, log))
+                procs.append(start_process(cmd, REPO_DIR, log))
             target.urls.append(f"http://127.0.0.1:{port}")
             target.log_paths.append(log)
         deadline = time.monotonic() + timeout_s
         for proc, url in zip(procs, target.urls, strict=True):
-            while not _answers(url):
+            while not answers(url):
                 if proc.poll() is not None:
                     raise TargetError(f"{url} exited {proc.returncode}:\n{target.log_tail()}")
                 if time.monotonic() > deadline:
@@ -204,4 +207,4 @@ def standalone(servers: int, *, log_dir: Path, redis_url: str | None = None,
         target.pids = {"servers": [proc.pid for proc in procs]}
         yield target
     finally:
-        _stop(procs, set(), 15.0)
+        stop_processes(procs, set(), 15.0)

@@ -6,6 +6,13 @@ adapter lost its backend) and 503 when none is.  It needs no token, so load
 balancers and Kubernetes probes can use it; everything else needs
 ``Authorization: Bearer <[admin] token>`` when a token is set.  No secret is
 ever part of a response.  ``POST /emit`` emits to clients (:mod:`.emit`).
+``/dashboard`` is a live page of all this (:mod:`.dashboard`); the page
+itself holds no data and needs no token, its stream does.
+
+A browser sends ``Origin`` with every cross-site POST; the listener refuses
+(403) a POST whose ``Origin`` is not its own, so another site open in the
+operator's browser cannot reload or stop a cluster whose admin listener
+has no token (loopback).  Clients that are not browsers send no ``Origin``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from prometheus_client.registry import Collector
 from balancer.proxy import LATENCY_BUCKETS_S
 
 from .commands import Reload, Scale, Stop
+from .dashboard import PUBLIC_PATHS, DashboardCollector, add_dashboard_routes
 from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
@@ -37,14 +45,22 @@ from .state import WorkerState
 if TYPE_CHECKING:
     from .master import Master
 
-__all__ = ["evaluate_health", "make_admin_app", "status_document"]
+__all__ = ["evaluate_health", "make_admin_app", "same_origin", "status_document"]
+
+
+def same_origin(method: str, origin: str | None, host: str | None) -> bool:
+    """Pure: False for a browser's POST from another site (``Origin`` not ``http(s)://Host``)."""
+    if method != "POST" or origin is None:
+        return True
+    scheme, _, rest = origin.partition("://")
+    return scheme in ("http", "https") and host is not None and rest == host
 
 
 def evaluate_health(
     handles: Sequence[WorkerHandle], slots: Iterable[SlotRecord], desired: int,
-    fds: Iterable[FdUsage] = (),
+    fds: Iterable[FdUsage] = (), hosts: Sequence[str] = (),
 ) -> tuple[int, dict[str, Any]]:
-    """Pure: the /health status code and body."""
+    """Pure: the /health status code and body (``hosts``: what the host book says)."""
     ready = sum(1 for h in handles if h.state is WorkerState.READY)
     reasons: list[str] = []
     for record in slots:
@@ -59,6 +75,7 @@ def evaluate_health(
         if h.state is WorkerState.READY and state not in (None, "connected", "disabled"):
             reasons.append(f"worker {h.slot} adapter {state}")
     reasons += fd_pressure(fds)
+    reasons += hosts
     if ready == 0:
         return 503, {"status": "unavailable", "ready": 0, "desired": desired,
                      "reasons": reasons or ["no worker is ready"]}
@@ -107,7 +124,7 @@ def status_document(master: Master) -> dict[str, Any]:
                 "reason": record.failure_reason,
             })
     _code, health = evaluate_health(master.handles, master.slots.values(), master.desired,
-                                    master.fd_usage())
+                                    master.fd_usage(), _host_reasons(master))
     adapters = [
         {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
     ]
@@ -125,6 +142,7 @@ def status_document(master: Master) -> dict[str, Any]:
         "restarts_by_cause": dict(master.restart_causes),
         "singletons": master.singletons.status(time.time()),
         "recovery": _recovery_status(master),
+        "hosts": [] if master.hosts is None else master.hosts.book.status(time.monotonic()),
     }
 
 
@@ -138,6 +156,11 @@ def _recovery_status(master: Master) -> dict[str, Any]:
                 master.config.recovery.max_disconnection_s,
                 **worker_totals(h.recovery for h in master.handles)}
     return {"enabled": False}
+
+
+
+def _host_reasons(master: Master) -> list[str]:
+    return [] if master.hosts is None else master.hosts.book.reasons()
 
 
 class _MasterCollector(Collector):
@@ -250,6 +273,8 @@ class _MasterCollector(Collector):
         yield from _singleton_metrics(m)
         yield from _emit_metrics(m)
         yield from _recovery_metrics(m)
+        if m.hosts is not None:
+            yield from _host_metrics(m)
 
 
 def _recovery_metrics(m: Master) -> Iterable[Metric]:
@@ -287,6 +312,36 @@ def _recovery_metrics(m: Master) -> Iterable[Metric]:
         if key in st:
             family.add_metric(backend, st[key])
             yield family
+
+
+def _host_metrics(m: Master) -> Iterable[Metric]:
+    link = m.balancer.hosts
+    requests = CounterMetricFamily(
+        "siocluster_forwarded_requests", "Requests forwarded to the host their sid names, "
+        "by peer host and kind (http, websocket)", labels=["peer", "kind"],
+    )
+    sent = CounterMetricFamily(
+        "siocluster_forwarded_bytes", "Bytes of forwarded HTTP requests and their answers, "
+        "by peer host", labels=["peer", "direction"],
+    )
+    errors = CounterMetricFamily(
+        "siocluster_forward_errors", "Forwards a peer host did not answer (502)",
+        labels=["peer"],
+    )
+    for peer, stats in sorted(link.peers.items()):
+        requests.add_metric([peer, "http"], stats.requests)
+        requests.add_metric([peer, "websocket"], stats.upgrades)
+        sent.add_metric([peer, "out"], stats.bytes_out)
+        sent.add_metric([peer, "in"], stats.bytes_in)
+        errors.add_metric([peer], stats.errors)
+    refused = CounterMetricFamily(
+        "siocluster_forwards_refused", "Requests that claimed to be forwarded by a host of "
+        "the cluster and failed the check (403)",
+    )
+    refused.add_metric([], link.refused)
+    hosts = GaugeMetricFamily("siocluster_hosts", "Live hosts of the cluster, this one included")
+    hosts.add_metric([], len(m.live_hosts()))
+    yield from (requests, sent, errors, refused, hosts)
 
 
 def _singleton_metrics(m: Master) -> Iterable[Metric]:
@@ -353,7 +408,11 @@ def make_admin_app(master: Master) -> web.Application:
 
     @web.middleware
     async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path != "/health" and not authorized(request):
+        if not same_origin(request.method, request.headers.get("Origin"), request.host):
+            return web.json_response({"error": "cross-origin request refused"}, status=403)
+        public = request.path == "/health" or (
+            request.method == "GET" and request.path in PUBLIC_PATHS)
+        if not public and not authorized(request):
             return web.json_response(
                 {"error": "missing or wrong bearer token"}, status=401,
                 headers={"WWW-Authenticate": "Bearer"},
@@ -363,7 +422,7 @@ def make_admin_app(master: Master) -> web.Application:
 
     async def health(_request: web.Request) -> web.Response:
         code, body = evaluate_health(master.handles, master.slots.values(), master.desired,
-                                     master.fd_usage())
+                                     master.fd_usage(), _host_reasons(master))
         return web.json_response(body, status=code)
 
     async def status(_request: web.Request) -> web.Response:
@@ -412,4 +471,5 @@ def make_admin_app(master: Master) -> web.Application:
     app.router.add_post("/stop", stop)
     app.router.add_post("/scale", scale)
     app.router.add_post("/emit", emit)
+    registry.register(DashboardCollector(add_dashboard_routes(app, master, status_document)))
     return app

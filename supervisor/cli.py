@@ -39,6 +39,7 @@ _OVERRIDES: dict[str, tuple[str, str]] = {
     "log_format": ("logging", "format"),
     "websocket": ("balancer", "websocket"),
     "factory": ("cluster", "factory"),
+    "advertise": ("cluster", "advertise"),
 }
 
 
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                      choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", dest="log_format", choices=["text", "json"])
     run.add_argument("--websocket", choices=["tunnel", "handoff"])
+    run.add_argument("--advertise", metavar="HOST:PORT",
+                     help="several hosts: where the others reach this host's balancer "
+                          "(needs --adapter redis and a peer token)")
     _add_config_flags(run)
 
     status = sub.add_parser("status", help="show the workers of a running cluster")
@@ -109,6 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     scale = sub.add_parser("scale", help="change the worker count")
     scale.add_argument("workers", type=int)
     _add_config_flags(scale)
+    drain = sub.add_parser("drain", help="replace one worker: its successor starts, then it drains")
+    drain.add_argument("slot", type=int)
+    _add_config_flags(drain)
     return parser
 
 
@@ -162,6 +169,12 @@ def render_status(doc: dict[str, Any]) -> str:
         errors = f", {single['errors']} errors" if single.get("errors") else ""
         lines.append(f"singleton {single['name']}: {where} "
                      f"({single['handovers']} handovers{errors})")
+    for host in doc.get("hosts", []):
+        me = " (this host)" if host["self"] else ""
+        reach = "" if host["reachable"] else "  UNREACHABLE"
+        lines.append(f"host {host['id']} at {host['address']}{me}: {host['workers']} workers, "
+                     f"{host['connections']} connections, seen {host['last_seen_s']}s ago"
+                     f"{reach}")
     b = doc["balancer"]
     lines.append(
         f"balancer: {b['requests']} requests, {b['handshakes']} handshakes, "
@@ -216,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(_admin_call(config, "POST", f"/{args.command}")))
         elif args.command == "scale":
             print(json.dumps(_admin_call(config, "POST", "/scale", {"workers": args.workers})))
+        elif args.command == "drain":
+            print(json.dumps(_admin_call(config, "POST", "/drain", {"slot": args.slot})))
     except ConfigError as exc:
         print(f"siocluster: config error: {exc}", file=sys.stderr)
         sys.exit(2)

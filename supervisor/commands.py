@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 
-__all__ = ["SIGNALS", "Command", "Reload", "Scale", "ScaleBy", "Stop", "scaled"]
+__all__ = ["SIGNALS", "Command", "DrainWorker", "Reload", "Scale", "ScaleBy", "Stop", "scaled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,19 @@ class ScaleBy:
     delta: int
 
 
-Command = Stop | Reload | Scale | ScaleBy
+@dataclass(frozen=True, slots=True)
+class DrainWorker:
+    """Replace one worker gracefully: its successor starts, then it drains.
+
+    ``pid``, when given, must still be the slot's process (the operator saw
+    that one); otherwise the command is ignored.
+    """
+
+    slot: int
+    pid: int | None = None
+
+
+Command = Stop | Reload | Scale | ScaleBy | DrainWorker
 
 SIGNALS: dict[signal.Signals, Command] = {
     signal.SIGTERM: Stop(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -26,6 +27,8 @@ from typing import Any, Literal
 import msgspec
 
 from balancer.config import BalancerConfig, LimitsConfig
+from balancer.peerauth import token_error
+from balancer.sid import host_id_error
 from worker.config import (
     AdapterConfig,
     AuthConfig,
@@ -52,8 +55,10 @@ __all__ = [
     "SocketIOConfig",
     "config_from_dict",
     "config_to_dict",
+    "derived_host_id",
     "keep_restart_only",
     "load_config",
+    "parse_advertise",
 ]
 
 
@@ -74,6 +79,15 @@ class ClusterConfig:
     pin_cpus: bool = False
     # @singleton leases: a dead or hung holder is replaced within this (plus a heartbeat).
     singleton_lease_s: float = 5.0
+    # Several hosts, one cluster: where other hosts reach this host's balancer
+    # ("HOST:PORT"). Set, with the redis adapter, it turns multi-host mode on.
+    advertise: str = ""
+    # This host's id in sids (1-8 of a-z0-9); "" derives one from advertise.
+    host_id: str = ""
+    # Shared secret (>= 32 characters) that signs forwarded requests.
+    peer_token: str = ""
+    # A host that stops renewing its registration leaves the cluster after this.
+    host_lease_s: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +96,10 @@ class AdminConfig:
     port: int = 8001
     # Bearer token; required when host is not loopback.
     token: str = ""
+    # The Socket.IO Admin UI (python-socketio's instrument()) in every worker,
+    # on the /admin namespace; its password ("": the admin token).
+    socketio_admin_ui: bool = False
+    socketio_admin_ui_password: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +137,13 @@ class Config:
     def effective_workers(self) -> int:
         return self.cluster.workers or (os.cpu_count() or 1)
 
+    def host_id(self) -> str:
+        """This host's id in sids: "" unless several hosts form the cluster."""
+        c = self.cluster
+        if not c.advertise:
+            return ""
+        return c.host_id or derived_host_id(c.advertise)
+
     def for_worker(self) -> WorkerConfig:
         """What a worker is told: its packages' sections, and the few timings it keeps."""
         return WorkerConfig(
@@ -129,6 +154,10 @@ class Config:
             graceful_timeout_s=self.cluster.graceful_timeout_s,
             singleton_lease_s=self.cluster.singleton_lease_s,
             heartbeat_interval_s=self.health.heartbeat_interval_s,
+            host_id=self.host_id(),
+            socketio_admin_ui=self.admin.socketio_admin_ui,
+            socketio_admin_ui_secret=(self.admin.socketio_admin_ui_password or self.admin.token
+                                      if self.admin.socketio_admin_ui else ""),
         )
 
 
@@ -136,7 +165,8 @@ SECTIONS: dict[str, type[Any]] = {
     f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)
 }
 _ENV_PREFIX = "SIOCLUSTER_"
-_SECRET_KEYS = {("admin", "token")}
+_SECRET_KEYS = {("admin", "token"), ("admin", "socketio_admin_ui_password"),
+                ("cluster", "peer_token")}
 
 
 def _suggest(name: str, choices: list[str]) -> str:
@@ -224,6 +254,11 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     config = Config(**sections)
     if config.cluster.singleton_lease_s <= 0:
         raise ConfigError(f"{source}: cluster.singleton_lease_s must be more than 0")
+    if config.admin.socketio_admin_ui and not (
+            config.admin.socketio_admin_ui_password or config.admin.token):
+        raise ConfigError(
+            f"{source}: admin.socketio_admin_ui needs admin.socketio_admin_ui_password "
+            "(or admin.token): the Admin UI can disconnect clients and read their headers")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
     rc = config.recovery
@@ -235,6 +270,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             f"{source}: recovery.max_disconnection_s: connection-state recovery needs "
             f"adapter.backend = \"local\" or \"redis\" (not {config.adapter.backend!r})"
         )
+    _check_hosts(config, source)
     for entry in config.balancer.trusted_proxies:
         try:
             ipaddress.ip_network(entry, strict=False)
@@ -246,13 +282,62 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
     return config
 
 
+def _check_hosts(config: Config, source: str) -> None:
+    c = config.cluster
+    if not c.advertise:
+        if c.host_id:
+            raise ConfigError(f"{source}: cluster.host_id needs cluster.advertise "
+                              "(it names this host among several)")
+        return
+    try:
+        parse_advertise(c.advertise)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: cluster.advertise: {exc}") from None
+    if config.adapter.backend != "redis":
+        raise ConfigError(
+            f"{source}: cluster.advertise needs adapter.backend = \"redis\" (hosts find "
+            f"each other and share rooms through Redis), got {config.adapter.backend!r}"
+        )
+    problem = token_error(c.peer_token)
+    if problem is not None:
+        raise ConfigError(f"{source}: cluster.peer_token (env SIOCLUSTER_CLUSTER_PEER_TOKEN) "
+                          f"{problem}")
+    if c.host_id and (problem := host_id_error(c.host_id)) is not None:
+        raise ConfigError(f"{source}: cluster.host_id: {problem}")
+    if c.host_lease_s < 2 * config.health.heartbeat_interval_s:
+        raise ConfigError(f"{source}: cluster.host_lease_s must be at least twice "
+                          "health.heartbeat_interval_s")
+
+
+def parse_advertise(value: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[v6]:PORT"`` for IPv6) as a (host, port) pair.
+
+    Port 0 means the port the balancer bound (``balancer.port``, which may be 0 too).
+    """
+    host, sep, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. \"10.0.0.5:8000\")")
+    return host, int(port_text)
+
+
+def derived_host_id(advertise: str) -> str:
+    """A stable id for the host at ``advertise``: 6 base-36 digits of its hash."""
+    number = int.from_bytes(hashlib.sha256(advertise.encode()).digest()[:8], "big")
+    digits = ""
+    for _ in range(6):
+        number, digit = divmod(number, 36)
+        digits += "0123456789abcdefghijklmnopqrstuvwxyz"[digit]
+    return digits
+
+
 # What the master itself enforces, fixed when it starts: its listeners and the
 # balancer's limits.  A reload keeps these (and says so); the workers, which
 # restart on a reload, take everything else.
 _RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
     "balancer": None,  # every key
     # The master grants leases by it; old and new workers must agree during a roll.
-    "cluster": ("singleton_lease_s",),
+    "cluster": ("singleton_lease_s", "advertise", "host_id", "peer_token", "host_lease_s"),
     "admin": None,
     # The master holds the sessions and the packet log; old and new workers share them in a roll.
     "recovery": None,

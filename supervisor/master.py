@@ -42,12 +42,14 @@ from balancer.routing import WorkerView
 from worker import control
 
 from .admin import make_admin_app
-from .commands import SIGNALS, Command, Reload, Scale, ScaleBy, Stop, scaled
+from .commands import SIGNALS, Command, DrainWorker, Reload, Scale, ScaleBy, Stop, scaled
 from .config import Config, keep_restart_only
 from .emit import EmitBody, EmitRelay, Target
+from .events import EventLog
 from .exceptions import ConfigError, Halt
 from .fdlimit import FdUsage, raise_nofile_limit
 from .handle import SlotRecord, WorkerHandle
+from .hosts import HostRegistryError, HostsService, hosts_service
 from .leasedesk import LeaseDesk
 from .plan import (
     DropSlot,
@@ -113,7 +115,8 @@ class Master:
         self._reload_queue: list[int] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sampler = Sampler()
-        self.balancer = Balancer(config.balancer, config.limits, self)
+        self.balancer = Balancer(config.balancer, config.limits, self,
+                                 peer_token=config.cluster.peer_token)
         self._balancer_runner: web.ServerRunner | None = None
         self._front_door: FrontDoor | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -128,6 +131,12 @@ class Master:
         self.recovery = (RecoveryDesk(config.recovery)
                          if config.recovery.enabled and config.adapter.backend == "local"
                          else None)
+        self.hosts = hosts_service(config, self._host_counts)
+        # What happened lately, for the dashboard (supervisor/events.py).
+        self.events = EventLog()
+
+    def _host_counts(self) -> tuple[int, int]:
+        return len(self.handles), sum(h.connections for h in self.handles)
 
     # WorkerDirectory, for the balancer
 
@@ -151,6 +160,20 @@ class Master:
 
     def _invalidate(self) -> None:
         self._views = None
+
+    @property
+    def host_id(self) -> str:
+        return self.hosts.host_id if self.hosts is not None else ""
+
+    def live_hosts(self) -> frozenset[str]:
+        return self.hosts.book.live_ids() if self.hosts is not None else frozenset()
+
+    def peer_address(self, host: str) -> str | None:
+        return self.hosts.book.address(host) if self.hosts is not None else None
+
+    def note_peer(self, host: str, error: str | None) -> None:
+        if self.hosts is not None:
+            self.hosts.book.note_forward(host, error)
 
     def socket_path(self, slot: int, generation: int) -> str:
         return os.path.join(self.runtime_dir, f"worker-{slot}-{generation:x}.sock")
@@ -193,7 +216,10 @@ class Master:
         )
         if self.recovery is not None:
             self.recovery.start()
+        log.info("dashboard: http://%s:%d/dashboard", a.host, self.ports[1])
         try:
+            if self.hosts is not None:
+                await self._join_hosts(self.hosts)
             await self._main_loop()
         finally:
             if self.recovery is not None:
@@ -234,6 +260,13 @@ class Master:
         admin_address = self._admin_runner.addresses[0]
         self.ports = (self._front_door.port, int(admin_address[1]))
 
+    async def _join_hosts(self, hosts: HostsService) -> None:
+        try:
+            await hosts.start(self.ports[0])
+        except HostRegistryError as exc:
+            self.hosts = None  # never joined: nothing to leave
+            raise Halt(2, str(exc)) from None
+
     async def _main_loop(self) -> None:
         last_sample = 0.0
         while not self.stopping:
@@ -260,7 +293,10 @@ class Master:
             case Scale() | ScaleBy():
                 workers = scaled(self.desired, command)
                 log.info("scaling from %d to %d workers", self.desired, workers)
+                self.events.add("scale", f"scaling from {self.desired} to {workers} workers")
                 self.desired = workers
+            case DrainWorker(slot, pid):
+                self._drain(slot, pid)
             case Reload():
                 self._start_reload()
         return False
@@ -271,6 +307,8 @@ class Master:
                 new = self._reload_config()
             except ConfigError as exc:
                 log.error("reload aborted, config unchanged: %s", exc)
+                self.events.add("reload", f"reload aborted, config unchanged: {exc}",
+                                level="error")
                 return
             new, kept = keep_restart_only(self.config, new)
             if kept:
@@ -289,6 +327,7 @@ class Master:
             {h.slot for h in self.handles if h.stop_cause is None and h.slot < self.desired}
         )
         log.info("rolling reload of %d workers", len(self._reload_queue))
+        self.events.add("reload", f"config reloaded; rolling {len(self._reload_queue)} workers")
 
     # Reconciliation
 
@@ -369,6 +408,7 @@ class Master:
         loop.add_reader(process.pidfd, self._on_exit, handle)
         self._spawn_task(self._talk(handle))
         log.info("worker %d started: pid %d, generation %x", slot, handle.pid, handle.generation)
+        self.events.add("started", f"worker {slot} started: pid {handle.pid}", slot=slot)
         return handle
 
     def _spawn_task(self, coro: Any) -> None:
@@ -381,6 +421,9 @@ class Master:
         if old.slot in self._recycling:
             return
         log.info("worker %d pid %d: recycling (%s)", old.slot, old.pid, cause)
+        kind = {ExitCause.RELOAD: "roll", ExitCause.DRAIN: "drain"}.get(cause, "recycle")
+        self.events.add(kind,
+                        f"worker {old.slot} pid {old.pid}: replacing it ({cause})", slot=old.slot)
         self._recycling[old.slot] = old
         self._spawn(old.slot)
 
@@ -404,6 +447,8 @@ class Master:
 
     def _stop_hard(self, h: WorkerHandle, cause: ExitCause, why: str) -> None:
         log.error("worker %d pid %d: %s; SIGTERM", h.slot, h.pid, why)
+        self.events.add("restart", f"worker {h.slot} pid {h.pid}: {why}; SIGTERM",
+                        level="error", slot=h.slot)
         h.stop_cause = cause
         h.process.terminate()
         h.kill_at_mono = time.monotonic() + self.config.health.kill_grace_s
@@ -490,6 +535,8 @@ class Master:
             self._slot(h.slot).ever_ready = True
             self._invalidate()
             log.info("worker %d pid %d ready in %.2fs", h.slot, h.pid, now - h.started_mono)
+            self.events.add("ready", f"worker {h.slot} pid {h.pid} ready in "
+                            f"{now - h.started_mono:.2f}s", slot=h.slot)
             if h.ping_budget_s >= self.config.balancer.upstream_timeout_s:
                 log.warning(
                     "balancer.upstream_timeout_s (%.0fs) should exceed the app's "
@@ -533,6 +580,7 @@ class Master:
         record.last_exit = text
         if expected or self.stopping:
             log.info("worker %d pid %d %s", h.slot, h.pid, text)
+            self.events.add("exit", f"worker {h.slot} pid {h.pid} {text}", slot=h.slot)
             return
         self.restart_causes[cause] = self.restart_causes.get(cause, 0) + 1
         now = time.monotonic()
@@ -542,14 +590,20 @@ class Master:
         if decision.action is Action.HALT:
             detail = (h.boot_traceback or "").rstrip()
             self.halt = Halt(control.BOOT_FAILED_EXIT, f"{h.boot_error}\n{detail}".rstrip())
+            self.events.add("restart", f"worker {h.slot} pid {h.pid} {text}; stopping",
+                            level="error", slot=h.slot)
             self.commands.put_nowait(Stop())
             return
         if self._active(h.slot):
             log.warning("worker %d pid %d %s", h.slot, h.pid, text)
+            self.events.add("restart", f"worker {h.slot} pid {h.pid} {text}; its successor runs",
+                            level="warning", slot=h.slot)
             return  # a successor already runs in the slot
         if decision.action is Action.FAIL:
             record.park(WorkerState.FAILED, reason=decision.reason)
             log.error("worker %d pid %d %s; %s", h.slot, h.pid, text, decision.reason)
+            self.events.add("restart", f"worker {h.slot} pid {h.pid} {text}; {decision.reason}",
+                            level="error", slot=h.slot)
             if h.boot_traceback:
                 log.error("worker %d traceback:\n%s", h.slot, h.boot_traceback.rstrip())
             return
@@ -561,6 +615,10 @@ class Master:
             h.slot, h.pid, text, decision.delay_s,
             f" ({decision.reason})" if decision.action is Action.BACKOFF else "",
         )
+        why = f" ({decision.reason})" if backoff else ""
+        self.events.add("restart", f"worker {h.slot} pid {h.pid} {text}; "
+                        f"restarting in {decision.delay_s:.1f}s{why}", level="warning",
+                        slot=h.slot)
 
     async def emit(self, body: EmitBody, args: Any) -> int:
         """``POST /emit``: hand the emit to the worker(s) :mod:`.emit` chooses."""
@@ -576,6 +634,17 @@ class Master:
             h.writer.write(control.encode(msg))
 
         return await self.emit_relay.emit(self.config.adapter.backend, targets, body, args, send)
+
+    def _drain(self, slot: int, pid: int | None) -> None:
+        """An operator's drain: the successor starts first, then the worker drains."""
+        active = [h for h in self._active(slot) if pid is None or h.pid == pid]
+        if not active or slot in self._recycling:
+            who = f"worker {slot}" + ("" if pid is None else f" pid {pid}")
+            why = "already being replaced" if active else "no such worker"
+            log.info("drain of %s ignored: %s", who, why)
+            self.events.add("drain", f"drain of {who} ignored: {why}", slot=slot)
+            return
+        self._recycle(active[-1], ExitCause.DRAIN)
 
     def _ever_ready(self) -> bool:
         return any(r.ever_ready for r in self.slots.values())
@@ -617,6 +686,8 @@ class Master:
         self.stopping = True
         if self._front_door is not None:
             await self._front_door.stop()  # 1. stop accepting
+        if self.hosts is not None:
+            await self.hosts.stop()  # and leave the cluster: peers 400 our sids at once
         for h in list(self.handles):  # 2. drain
             self._retire(h, ExitCause.SHUTDOWN)
         deadline = time.monotonic() + self.config.cluster.graceful_timeout_s

@@ -35,6 +35,7 @@ class ExitCause(StrEnum):
     LIFETIME = "max_lifetime"
     BOOT_TIMEOUT = "boot_timeout"
     RELOAD = "reload"
+    DRAIN = "drain"  # an operator asked (POST /drain, the dashboard)
     SCALE = "scale"
     SHUTDOWN = "shutdown"
 

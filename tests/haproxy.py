@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.cluster import free_port
 from tests.system import find_program, missing
 
-__all__ = ["haproxy_front"]
+__all__ = ["haproxy_front", "haproxy_round_robin"]
 
 _CONFIG = """\
 global
@@ -38,6 +38,27 @@ backend cluster_v1
     server s1 127.0.0.1:{target} send-proxy
 backend cluster_v2
     server s1 127.0.0.1:{target} send-proxy-v2
+"""
+
+
+_ROUND_ROBIN = """\
+global
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend front
+    bind 127.0.0.1:{port}
+    default_backend hosts
+backend hosts
+    # As an operator would run it: health checks take a dead host out within a
+    # second, and a connection refused by one is retried on another.
+    balance roundrobin
+    option redispatch
+    retries 2
+{servers}
 """
 
 
@@ -68,6 +89,37 @@ def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
                 raise RuntimeError(f"haproxy did not start: see {log.name}")
             time.sleep(0.05)
         yield v1, v2
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        log.close()
+
+
+@contextmanager
+def haproxy_round_robin(ports: list[int], workdir: Path) -> Iterator[int]:
+    """HAProxy's port, spreading TCP connections round-robin over ``ports``, no stickiness."""
+    binary = find_program("haproxy", "haproxy")
+    if binary is None:
+        missing("haproxy is not installed and cannot be installed")
+    port = free_port()
+    servers = "\n".join(f"    server h{i} 127.0.0.1:{p} check inter 500ms fall 1 rise 2"
+                        for i, p in enumerate(ports))
+    config = workdir / f"haproxy-rr-{port}.cfg"
+    config.write_text(_ROUND_ROBIN.format(port=port, servers=servers))
+    log = (workdir / f"haproxy-rr-{port}.log").open("w")
+    proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while not _listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"haproxy did not start: see {log.name}")
+            time.sleep(0.05)
+        yield port
     finally:
         proc.terminate()
         try:

@@ -509,3 +509,84 @@ def test_dashboard_metrics_exist(exposed_metrics: set[str]) -> None:
     )
     assert not missing, f"not in /metrics: {missing}"
     assert "siocluster_proxy_request_seconds_bucket" in used
+
+
+# Several hosts: Kubernetes with a plain Service, compose with round-robin nginx
+
+KUBERNETES_MULTI = DEPLOY / "kubernetes-multihost.yaml"
+COMPOSE_MULTI = DEPLOY / "compose-multihost.yaml"
+NGINX_RR = DEPLOY / "nginx-roundrobin.conf"
+
+
+def k8s_env(c: dict[str, Any], pod_ip: str) -> dict[str, str]:
+    """The container's env as the kubelet makes it: secrets, fieldRefs, $(VAR) expanded."""
+    env: dict[str, str] = {}
+    for item in c.get("env", []):
+        if "value" in item:
+            value = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], str(item["value"]))
+        elif "fieldRef" in item["valueFrom"]:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", item
+            value = pod_ip
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            value = f"secret-{ref['name']}-{ref['key']}".ljust(32, "x")
+        env[item["name"]] = value
+    return env
+
+
+def test_kubernetes_multihost_needs_no_affinity_and_configures_multi_host_mode(
+    stage: list[tuple[str, str]],
+) -> None:
+    import yaml
+    docs = [d for d in yaml.safe_load_all(KUBERNETES_MULTI.read_text()) if d]
+    apps = [d for d in docs if d["kind"] == "Deployment"
+            and d["metadata"]["name"] == "siocluster-chat"]
+    [deployment] = apps
+    assert deployment["spec"]["replicas"] >= 2
+    services = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "Service"}
+    assert services["siocluster-chat"].get("sessionAffinity", "None") == "None"
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    secrets = {e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert "SIOCLUSTER_CLUSTER_PEER_TOKEN" in secrets, "the peer token comes from a Secret"
+    entrypoint, cmd = image_parts(stage)
+    configs = [effective_config([*entrypoint, *cmd], {**image_env(stage), **k8s_env(c, ip)})
+               for ip in ("10.1.0.7", "10.1.0.8")]
+    first, second = configs
+    assert first.cluster.advertise == f"10.1.0.7:{first.balancer.port}"
+    assert first.adapter.backend == "redis" and not is_loopback(first.balancer.host)
+    assert first.host_id() != second.host_id(), "each pod its own host id"
+    redis_host = first.adapter.redis_url.split("//")[1].split(":")[0]
+    assert redis_host in services, f"{redis_host} is not a Service of the manifest"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["http"] == first.balancer.port
+
+
+def test_compose_multihost_round_robin_nginx(stage: list[tuple[str, str]]) -> None:
+    import yaml
+    doc = yaml.safe_load(COMPOSE_MULTI.read_text())
+    services = doc["services"]
+    hosts = {name: s for name, s in services.items() if name.startswith("h")}
+    assert len(hosts) == 3
+    entrypoint, cmd = image_parts(stage)
+    ids = set()
+    for name, service in hosts.items():
+        env = {k: str(v) for k, v in service["environment"].items()}
+        env["SIOCLUSTER_CLUSTER_PEER_TOKEN"] = "t" * 64  # from the shell, ${...:?}
+        config = effective_config([*entrypoint, *cmd], {**image_env(stage), **env})
+        assert config.cluster.advertise == f"{name}:{config.balancer.port}"
+        ids.add(config.host_id())
+    assert len(ids) == 3, "host ids are unique"
+    conf = NGINX_RR.read_text()
+    code = "\n".join(line.split("#")[0] for line in conf.splitlines())
+    for sticky in ("ip_hash", "sticky", "hash ", "least_conn"):
+        assert sticky not in code, f"{sticky} in nginx-roundrobin.conf: it must be round-robin"
+    upstream = re.search(r"upstream\s+\w+\s*{([^}]*)}", code)
+    assert upstream, "no upstream block"
+    servers = re.findall(r"server\s+([\w.-]+):(\d+);", upstream.group(1))
+    assert {s for s, _p in servers} == set(hosts)
+    assert {int(p) for _s, p in servers} == {config.balancer.port}
+    assert "proxy_set_header Upgrade $http_upgrade" in code
+    assert "proxy_http_version 1.1" in code
+    nginx = services["nginx"]
+    assert any(v.endswith("nginx-roundrobin.conf:/etc/nginx/conf.d/default.conf:ro")
+               for v in nginx["volumes"])

@@ -99,3 +99,8 @@ class WorkerConfig:
     graceful_timeout_s: float = 30.0
     singleton_lease_s: float = 5.0
     heartbeat_interval_s: float = 1.0
+    # Several hosts: this host's id, which every sid carries ("" : one host).
+    host_id: str = ""
+    # From [admin]: the Socket.IO Admin UI, and the password it must be given.
+    socketio_admin_ui: bool = False
+    socketio_admin_ui_secret: str = ""

@@ -67,6 +67,8 @@ class Guards:
         self.verifier: TokenVerifier | None = None
         self.limiter: EventRateLimiter | None = None
         self.counters: dict[str, int] = {}
+        # The Admin UI's namespace has its own password and cannot send a JWT.
+        self.auth_exempt = frozenset({"/admin"}) if config.socketio_admin_ui else frozenset()
         # sid -> claims, only between python-socketio's two connect-handler
         # attempts (with and without ``auth``); see _connect.
         self._retry_claims: dict[str, dict[str, Any]] = {}
@@ -121,7 +123,8 @@ class Guards:
             return
 
         async def trigger_event(event: str, namespace: str, *args: Any) -> Any:
-            if event == "connect" and self.verifier is not None:
+            if (event == "connect" and self.verifier is not None
+                    and namespace not in self.auth_exempt):
                 return await self._connect(original, namespace, args)
             if event == "disconnect" and self.limiter is not None and args:
                 self.limiter.forget((namespace or "/", args[0]))

@@ -19,8 +19,10 @@ from typing import Any
 __all__ = [
     "BEHAVIOURS",
     "PRIVATE_NAMES",
+    "admin_stats_loop",
     "check",
     "driver_table",
+    "install_json",
     "replace_driver_table",
     "server_hook",
     "set_server_hook",
@@ -47,6 +49,11 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
         "sees the CONNECT packet's auth payload, which fetch_sockets reports as Node's "
         "handshake.auth does, and connection-state recovery reads its pid and offset"
     ),
+    ("socketio.async_admin.InstrumentedAsyncServer", "_emit_server_stats"): (
+        "the Admin UI's server_stats loop, which python-socketio starts only at a worker's "
+        "first Engine.IO connection; siocluster starts it with the worker so that every "
+        "worker shows in the UI"
+    ),
 }
 
 # Public names whose *behaviour* siocluster relies on beyond their documentation
@@ -70,6 +77,11 @@ BEHAVIOURS: dict[str, str] = {
     ),
 }
 
+# Not private, but module state set by a documented argument: ``AsyncServer(json=...)``
+# stores its module on these classes (socketio/base_server.py, engineio/base_server.py).
+# The worker swaps in msgspec (worker/fastjson.py) only where the app kept the default.
+JSON_HOLDERS = ("socketio.packet.Packet.json", "engineio.packet.Packet.json")
+
 # The signatures read from the pinned releases (self excluded).
 SIGNATURES: dict[str, tuple[str, ...]] = {
     "_trigger_event": ("event", "namespace", "args"),
@@ -78,9 +90,24 @@ SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _engineio_packet() -> Any:
+    import engineio.packet
+
+    return engineio.packet.Packet
+
+
 def check(sio: Any) -> list[str]:
     """What the running python-socketio/python-engineio no longer has; [] when all is there."""
     problems: list[str] = []
+    from socketio.async_admin import InstrumentedAsyncServer
+
+    loop = getattr(InstrumentedAsyncServer, "_emit_server_stats", None)
+    if not inspect.iscoroutinefunction(loop):
+        problems.append("socketio.async_admin.InstrumentedAsyncServer._emit_server_stats "
+                        "is gone")
+    for holder in (getattr(sio, "packet_class", None), _engineio_packet()):
+        if not hasattr(holder, "json"):
+            problems.append(f"{getattr(holder, '__qualname__', holder)}.json is gone")
     table = getattr(sio.eio, "_async", None)
     if not isinstance(table, dict) or "translate_request" not in table:
         problems.append("engineio.AsyncServer._async['translate_request'] is gone")
@@ -122,6 +149,30 @@ def _check_behaviours(sio: Any) -> list[str]:
                              "encoded_packet"):
         problems.append(f"socketio.packet.Packet takes {packet_params}")
     return problems
+
+
+def admin_stats_loop(admin: Any) -> Any:
+    """The Admin UI's ``server_stats`` loop of ``admin`` (an InstrumentedAsyncServer)."""
+    return admin._emit_server_stats
+
+
+def install_json(sio: Any, module: Any) -> bool:
+    """Make ``module`` the JSON module of ``sio``'s packets, unless the app chose its own.
+
+    ``AsyncServer(json=X)`` sets the class attribute ``json`` of the server's
+    packet class and of engineio's ``Packet``; both hold ``engineio.json`` when
+    the app passed nothing.  Returns whether ``module`` was installed.
+    """
+    import engineio.json
+    import engineio.packet
+
+    packet_class = getattr(sio, "packet_class", None)
+    holders = [packet_class, engineio.packet.Packet]
+    if any(getattr(h, "json", None) is not engineio.json for h in holders):
+        return False
+    for holder in holders:
+        holder.json = module
+    return True
 
 
 def driver_table(eio: Any) -> dict[str, Any]:

@@ -38,9 +38,10 @@ from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
 
-from . import control
+from . import control, fastjson
 from .adapter import AdapterHandle, ClusterManager, install_adapter
 from .adapter.redis_backend import RedisTransport
+from .admin_ui import ClusterAdmin
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
 from .drain import UPGRADE_GRACE_S, close_session, close_spread
@@ -48,7 +49,7 @@ from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
 from .libcontract import check as check_library_contract
-from .libcontract import driver_table, replace_driver_table
+from .libcontract import driver_table, install_json, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
@@ -85,13 +86,15 @@ class WorkerRuntime:
         self.master_leases: MasterLeases | None = None
         self.recovery: RecoveryAgent | None = None
         self.outbound_overflows = 0
+        self.admin_ui: ClusterAdmin | None = None
 
     # Wiring into python-engineio's public surface
 
     def _instrument(self, server: AppServer) -> None:
         eio = self.loaded.sio.eio
         slot, generation = self.msg.slot, self.msg.generation
-        eio.generate_id = lambda: mint_sid(slot, generation)
+        host = self.config.host_id
+        eio.generate_id = lambda: mint_sid(slot, generation, host)
         original = driver_table(eio)["translate_request"]
         remote_of = server.remote_of
         # The ASGI driver's translate_request is a coroutine, aiohttp's is not.
@@ -154,6 +157,9 @@ class WorkerRuntime:
             generation=self.msg.generation,
             runtime_dir=self.msg.runtime_dir,
         )
+        if config.socketio_admin_ui:  # after the adapter: it wraps the manager's methods
+            self.admin_ui = ClusterAdmin(self.loaded.sio, secret=config.socketio_admin_ui_secret,
+                                         slot=self.msg.slot)
         await server.start()  # the app's own startup: a failure is a boot failure
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.msg.socket_path)
@@ -278,6 +284,8 @@ class WorkerRuntime:
         link = self.recovery.link if self.recovery is not None else None
         if link is not None:
             steps.append(("recovery store close", link.close, timeout_s))
+        if self.admin_ui is not None:
+            steps.append(("admin UI stats", self.admin_ui.close, 1.0))
         if self.adapter is not None:
             steps.append(("adapter close", self.adapter.close, timeout_s))
         server = self.server
@@ -344,6 +352,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         return control.BOOT_FAILED_EXIT
 
     unify_library_logging()  # the app's server attached engineio's own handler
+    install_json(loaded.sio, fastjson)  # msgspec, unless the app passed json=...
     runtime = WorkerRuntime(msg, config, loaded)
     runtime.client_errors = client_errors
     try:

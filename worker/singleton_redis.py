@@ -23,14 +23,10 @@ import socket
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .adapter.redis_url import DirectSpec, parse_redis_url
 from .lease import Grant, Holder
+from .redis_client import redis_client
 from .singleton_runner import LeaseBackendError
 
 __all__ = ["RedisLeases"]
@@ -68,28 +64,6 @@ return 0
 """
 
 
-def _client(url: str, timeout_s: float) -> aioredis.Redis:
-    common: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    spec = parse_redis_url(url)
-    if isinstance(spec, DirectSpec):
-        return aioredis.Redis.from_url(spec.url, **common)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(spec.sentinels),
-        sentinel_kwargs={"password": spec.sentinel_password,
-                         "socket_connect_timeout": timeout_s},
-    )
-    client: aioredis.Redis = sentinel.master_for(
-        spec.service_name, db=spec.db, username=spec.username, password=spec.password,
-        ssl=spec.ssl, **common,
-    )
-    return client
-
-
 def _grant(raw: Any) -> Grant | None:
     if not raw:
         return None
@@ -110,7 +84,7 @@ class RedisLeases:
         self.id = f"{self.host}:{os.getpid()}:{slot}.{generation:x}.{secrets.token_hex(4)}"
         self.channel = channel
         self.lease_ms = max(1, int(lease_s * 1000))
-        self._redis = _client(url, max(0.1, lease_s / 3))
+        self._redis = redis_client(url, max(0.1, lease_s / 3))
         self._acquire = self._redis.register_script(_ACQUIRE_OR_RENEW)
         self._release = self._redis.register_script(_RELEASE)
 

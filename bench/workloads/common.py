@@ -30,9 +30,14 @@ def describe(exc: BaseException) -> str:
 
 
 def http_session() -> aiohttp.ClientSession:
-    """No pool cap: a capped pool would queue the clients' long-polls behind each other."""
+    """No pool cap: a capped pool would queue the clients' long-polls behind each other.
+
+    No cookie jar: the session is shared by many clients, and each client
+    keeps its own cookies (:mod:`bench.clients`).
+    """
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False),
-                                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+                                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                                 cookie_jar=aiohttp.DummyCookieJar())
 
 
 async def open_many(factory: Callable[[int], Awaitable[C]], indices: Sequence[int],

@@ -100,12 +100,13 @@ def _measure(lab: Lab, target: Target, transport: str, clients: int) -> Run:
 
 def _section(lab: Lab, name: str, transport: str, clients: int) -> Section:
     section = Section(name)
-    section.runs = lab.compare([lab.cluster, lab.standalone],
+    section.runs = lab.compare([lab.cluster, lab.standalone, *lab.peers()],
                                lambda target: _measure(lab, target, transport, clients))
     cluster_label = section.runs[0].target
     for metric, key in (("acks/s", "acks_per_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"),
                         ("errors", "errors")):
-        section.rows.append(Row(metric, key, cluster_label, "standalone"))
+        section.rows.append(Row(metric, key, cluster_label, "standalone",
+                                per_op="ack" if key == "acks_per_s" else ""))
     section.notes.append(f"{clients} {transport} clients, emit-with-ack in a closed loop, "
                          f"{lab.settings.duration_s:g}s x {lab.settings.rounds} rounds")
     return section

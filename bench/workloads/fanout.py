@@ -214,13 +214,14 @@ def fanout(lab: Lab) -> Section:
     section = Section("fan-out")
     section.runs = lab.compare(
         [lambda: lab.cluster("local"), lambda: lab.cluster("redis"),
-         lambda: lab.standalone(redis=True)],
+         lambda: lab.standalone(redis=True), *lab.peers()],
         lambda target: _measure(lab, target))
     base = "standalone/redis"
     for adapter in ("local", "redis"):
         for metric, key in (("deliveries/s", "deliveries_per_s"), ("p50 ms", "p50_ms"),
                             ("p99 ms", "p99_ms"), ("lost", "lost")):
-            section.rows.append(Row(f"{metric} [{adapter}]", key, f"cluster/{adapter}", base))
+            section.rows.append(Row(f"{metric} [{adapter}]", key, f"cluster/{adapter}", base,
+                                    per_op="delivery" if key == "deliveries_per_s" else ""))
     s = lab.settings
     section.notes.append(
         f"{s.fanout_clients} listeners + 1 emitter, {s.fanout_window} broadcasts in flight, "

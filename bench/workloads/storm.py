@@ -94,12 +94,13 @@ def _measure(lab: Lab, target: Target) -> Run:
 
 def connect_storm(lab: Lab) -> Section:
     section = Section("connect-storm")
-    section.runs = lab.compare([lab.cluster, lab.standalone],
+    section.runs = lab.compare([lab.cluster, lab.standalone, *lab.peers()],
                                lambda target: _measure(lab, target))
     cluster_label = section.runs[0].target
     for metric, key in (("sessions/s", "sessions_per_s"), ("failed sessions", "failures"),
                         ("session p99 ms", "p99_ms")):
-        section.rows.append(Row(metric, key, cluster_label, "standalone"))
+        section.rows.append(Row(metric, key, cluster_label, "standalone",
+                                per_op="session" if key == "sessions_per_s" else ""))
     section.notes.append(
         f"{lab.settings.storm_sessions} sessions: polling handshake, join, websocket upgrade, "
         f"one ack, close; {lab.settings.connect_concurrency} in flight per generator process; "

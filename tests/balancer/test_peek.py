@@ -43,3 +43,14 @@ def test_never_raises(data: bytes) -> None:
     classify_head(b"GET " + data)
     classify_head(b"GET /?sid=" + data + b" HTTP/1.1\r\nUpgrade: websocket\r\n"
                   b"Connection: Upgrade\r\n\r\n")
+
+
+def test_an_upgrade_claiming_to_be_forwarded_is_marked() -> None:
+    from balancer.peek import Upgrade, classify_head
+
+    head = (b"GET /socket.io/?EIO=4&transport=websocket&sid=h2-0.1.abcdefghijklmnopqrst "
+            b"HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n")
+    plain = classify_head(head + b"\r\n")
+    assert isinstance(plain, Upgrade) and not plain.forwarded
+    claimed = classify_head(head + b"X-Siocluster-Forward: v1 h2 1 1.2.3.4 1 00\r\n\r\n")
+    assert isinstance(claimed, Upgrade) and claimed.forwarded

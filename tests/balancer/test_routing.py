@@ -78,3 +78,25 @@ def test_no_ready_worker_is_503() -> None:
 def test_session_unknown_body_is_engineio_s() -> None:
     assert SESSION_UNKNOWN.status == 400
     assert SESSION_UNKNOWN.body == b'{"code":1,"message":"Session ID unknown"}'
+
+
+def test_a_sid_of_another_live_host_goes_there() -> None:
+    from balancer.routing import ToHost, route_host
+    from balancer.sid import mint_sid
+
+    theirs, ours = mint_sid(0, 1, "h2"), mint_sid(0, 1, "h1")
+    live = {"h1", "h2"}
+    assert route_host(theirs, host="h1", live_hosts=live, forwarded=False) == ToHost("h2")
+    assert route_host(ours, host="h1", live_hosts=live, forwarded=False) is None
+    assert route_host(None, host="h1", live_hosts=live, forwarded=False) is None
+    # the host left: the 400 at once, so the client re-handshakes
+    assert route_host(theirs, host="h1", live_hosts={"h1"}, forwarded=False) == SESSION_UNKNOWN
+    # a forwarded request is never forwarded again
+    assert route_host(theirs, host="h1", live_hosts=live, forwarded=True) == SESSION_UNKNOWN
+    # a sid without a host (minted before multi-host mode) is this host's
+    assert route_host(mint_sid(0, 1), host="h1", live_hosts=live, forwarded=False) is None
+    # and a host's own sid routes to its worker as before
+    workers = [WorkerView(0, 1, accepting=True, serving=True, load=0)]
+    assert route(ours, workers, "h1") == Forward(0, 1, False)
+    assert route(ours, workers) == SESSION_UNKNOWN  # another cluster's, or multi-host is off
+    assert route(mint_sid(0, 1), workers, "h1") == Forward(0, 1, False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import os
 from typing import Any
 
@@ -57,7 +58,9 @@ def _sock(info: Any) -> dict[str, Any]:
 
 async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
     sio = socketio.AsyncServer(async_mode="aiohttp", namespaces="*")
-    sio.eio.generate_id = lambda: mint_sid(args.slot, args.generation)
+    # --host-prefix: each worker plays a host of its own (multi-host mode).
+    host = f"{args.host_prefix}{args.slot}" if args.host_prefix else ""
+    sio.eio.generate_id = lambda: mint_sid(args.slot, args.generation, host)
     app = web.Application()
     sio.attach(app)
 
@@ -90,6 +93,7 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
             "emitter_consume_delay_s": args.emitter_consume_delay_s,
         }
     }).for_worker()
+    config = dataclasses.replace(config, host_id=host)
     handle = await install_adapter(
         sio, config, slot=args.slot, generation=args.generation, runtime_dir=args.runtime_dir
     )
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--emitter-channel", default="socketio")
     parser.add_argument("--emitter-queue-ttl-s", type=float, default=300.0)
     parser.add_argument("--emitter-consume-delay-s", type=float, default=0.0)
+    parser.add_argument("--host-prefix", default="")
     args = parser.parse_args(argv)
     uvloop.run(serve(args))
 

@@ -33,12 +33,17 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-@pytest.fixture(scope="module", params=["local", "redis", "amqp"])
+@pytest.fixture(scope="module", params=["local", "redis", "redis-hosts", "amqp"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     redis: Any = None
     if request.param == "redis":
         redis = request.getfixturevalue("redis_server_factory")()
         c = Cluster("redis", 3, redis_url=redis.url)
+    elif request.param == "redis-hosts":
+        # Several hosts: each worker a host of its own; sids name their host, rooms
+        # are dynamic channels.
+        redis = request.getfixturevalue("redis_server_factory")()
+        c = Cluster("redis", 3, redis_url=redis.url, extra=("--host-prefix", "h"))
     elif request.param == "amqp":
         redis = request.getfixturevalue("rabbitmq_server")  # the broker, whichever it is
         # A channel of its own: the session's broker keeps durable queues.
@@ -199,7 +204,8 @@ def test_fetch_sockets_across_workers(cluster: Cluster) -> None:
                 a.sid(): "ann", b.sid(): "bob"}
             by_id = {s["id"]: s for s in in_fx}
             assert set(by_id[a.sid()]["rooms"]) == {a.sid(), "fx"}
-            assert by_id[a.sid()]["node"].startswith("0.")
+            # "<slot>.<gen>..." ("<host>-<slot>.<gen>" when several hosts)
+            assert by_id[a.sid()]["node"].rpartition("-")[2].startswith("0.")
             assert by_id[b.sid()]["query"]["transport"] == "websocket"
 
             everyone = {s["id"] for s in await cluster.op(2, "fetch")}
@@ -391,3 +397,45 @@ def test_through_the_real_cluster(
             assert time.monotonic() < deadline, adapters
             time.sleep(0.1)
         assert {(a["backend"], a["state"]) for a in adapters} == {(backend, "connected")}
+
+
+def test_a_worker_without_the_room_does_not_receive_its_emits(cluster: Cluster) -> None:
+    """Dynamic room channels (several hosts): only holders hear an emit to one room."""
+    dynamic = "--host-prefix" in cluster.extra
+
+    async def received(slot: int) -> tuple[int, int]:
+        status = await cluster.op(slot, "status")
+        return status["received"], status["skipped"]
+
+    async def main() -> None:
+        holder = await cluster.client(0, auth={"rooms": ["only-on-0"]})
+        bystander = await cluster.client(2)
+        try:
+            if dynamic:  # the holder's subscription is asynchronous
+                await asyncio.sleep(0.2)
+            before = await received(2)
+            for i in range(20):
+                await cluster.op(1, "emit", event="r", data=i, to="only-on-0")
+            await wait_for(lambda: len(holder.got("r")) == 20)
+            await cluster.op(1, "emit", event="all", data="x")  # a marker on the common channel
+            await wait_for(lambda: bystander.got("all") == ["x"])
+            after = await received(2)
+            assert holder.got("r") == list(range(20)) and bystander.got("r") == []
+            if dynamic:
+                assert after[1] == before[1], "the bystander decoded none of them"
+                assert after[0] - before[0] < 20, (before, after)
+            else:
+                assert after[1] - before[1] >= 20, "every worker hears them, and skips them"
+            # the holder leaves: its worker unsubscribes; later emits reach nobody, counted
+            # nowhere as lost
+            await cluster.op(0, "leave_room", sid=holder.sid(), room="only-on-0")
+            await asyncio.sleep(0.2)
+            await cluster.op(1, "emit", event="r", data="late", to="only-on-0")
+            await asyncio.sleep(QUIET_S)
+            assert holder.got("r") == list(range(20))
+            status = await cluster.op(0, "status")
+            assert status["lost"] == 0 and status["duplicates"] == 0, status
+        finally:
+            await _close(holder, bystander)
+
+    run(main())

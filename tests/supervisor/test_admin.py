@@ -55,3 +55,15 @@ def test_slots_above_desired_do_not_count() -> None:
     failed = SlotRecord(3)
     failed.park(S.FAILED, reason="gone")
     assert evaluate_health([worker(0)], [failed], 1)[1]["status"] == "ok"
+
+
+def test_a_browser_post_from_another_site_is_refused() -> None:
+    from supervisor.admin import same_origin
+
+    assert same_origin("POST", None, "127.0.0.1:8001")  # curl, the CLI: no Origin
+    assert same_origin("POST", "http://127.0.0.1:8001", "127.0.0.1:8001")
+    assert same_origin("POST", "https://ops.example:443", "ops.example:443")
+    assert same_origin("GET", "https://evil.example", "127.0.0.1:8001")  # reads need the token
+    assert not same_origin("POST", "https://evil.example", "127.0.0.1:8001")
+    assert not same_origin("POST", "null", "127.0.0.1:8001")  # sandboxed frames, file://
+    assert not same_origin("POST", "http://127.0.0.1:8001", None)

@@ -140,3 +140,59 @@ def test_reload_keeps_what_only_a_restart_changes() -> None:
     effective, kept = keep_restart_only(old, load_config(None, env=env))
     assert kept == ["cluster.singleton_lease_s"]
     assert effective.cluster.singleton_lease_s == 5.0 and effective.cluster.graceful_timeout_s == 3
+
+
+MULTI = {"cluster": {"advertise": "10.0.0.5:8000", "peer_token": "p" * 32},
+         "adapter": {"backend": "redis"}}
+
+
+def _refusal(data: dict[str, dict[str, object]]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, "c.toml")
+    return str(caught.value)
+
+
+def test_multi_host_mode_needs_redis_and_a_long_token() -> None:
+    config = config_from_dict(MULTI, "c.toml")
+    assert config.cluster.advertise == "10.0.0.5:8000"
+    local = {**MULTI, "adapter": {"backend": "local"}}
+    message = _refusal(local)
+    assert "cluster.advertise" in message and "adapter.backend" in message, message
+    message = _refusal({**MULTI, "cluster": {"advertise": "10.0.0.5:8000"}})
+    assert "cluster.peer_token" in message and "SIOCLUSTER_CLUSTER_PEER_TOKEN" in message
+    message = _refusal({**MULTI, "cluster": {"advertise": "h:1", "peer_token": "short"}})
+    assert "at least 32" in message and "short" not in message.split("got")[0], message
+    for bad in ("nohost", "h:70000", ":80", "h:x"):
+        message = _refusal({**MULTI, "cluster": {"advertise": bad, "peer_token": "p" * 32}})
+        assert "cluster.advertise" in message and "HOST:PORT" in message, message
+    message = _refusal({**MULTI, "cluster": {**MULTI["cluster"], "host_id": "Bad_Id"}})
+    assert "cluster.host_id" in message and "a-z" in message
+    assert "cluster.advertise" in _refusal({"cluster": {"host_id": "h1"}})
+
+
+def test_host_ids_and_advertise_forms() -> None:
+    from supervisor.config import derived_host_id, parse_advertise
+
+    assert parse_advertise("[2001:db8::1]:8000") == ("2001:db8::1", 8000)
+    assert parse_advertise("app-0.svc:8000") == ("app-0.svc", 8000)
+    first = derived_host_id("10.0.0.5:8000")
+    assert first == derived_host_id("10.0.0.5:8000") != derived_host_id("10.0.0.6:8000")
+    assert len(first) == 6 and set(first) <= set("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+def test_peer_token_is_a_secret() -> None:
+    doc = config_to_dict(config_from_dict(MULTI, "c.toml"), redact=True)
+    assert doc["cluster"]["peer_token"] == "***"
+
+
+def test_the_admin_ui_needs_a_password_or_the_token_and_the_worker_gets_the_secret() -> None:
+    with pytest.raises(ConfigError, match=r"needs admin\.socketio_admin_ui_password"):
+        config_from_dict({"admin": {"socketio_admin_ui": True}}, "c.toml")
+    by_token = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t"}})
+    assert by_token.for_worker().socketio_admin_ui_secret == "t"
+    by_password = config_from_dict({"admin": {"socketio_admin_ui": True, "token": "t",
+                                              "socketio_admin_ui_password": "p"}})
+    worker = by_password.for_worker()
+    assert (worker.socketio_admin_ui, worker.socketio_admin_ui_secret) == (True, "p")
+    assert Config().for_worker().socketio_admin_ui_secret == ""  # off: no secret sent
+    assert "'p'" not in str(config_to_dict(by_password, redact=True))

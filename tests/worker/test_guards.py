@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,29 @@ def test_legacy_handler_and_no_handler_and_namespace_classes(keys: Keys) -> None
     assert guards.status()["auth_ok"] == 3
     assert guards.status()["auth_failed_missing"] == 1
     assert guards._retry_claims == {}
+
+
+def test_the_admin_ui_namespace_is_exempt_from_the_jwt(keys: Keys) -> None:
+    """The Admin UI cannot send a JWT; its namespace has its own password (worker.admin_ui)."""
+    sio = socketio.AsyncServer(async_mode="aiohttp")
+    admitted: list[Any] = []
+
+    @sio.on("connect", namespace="/admin")
+    async def admin_connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        admitted.append(auth)
+
+    config = dataclasses.replace(auth_config(keys), socketio_admin_ui=True,
+                                 socketio_admin_ui_secret="pw")
+    install_guards(sio, config)
+
+    async def run() -> None:
+        async with serve(sio) as url:
+            async with client(url, namespaces=["/admin"], auth={"password": "pw"}) as c:
+                assert c.connected
+            assert (await refused(url))["message"] == "missing token"  # "/" still needs one
+
+    asyncio.run(run())
+    assert admitted == [{"password": "pw"}]
 
 
 def test_none_algorithm_is_refused_with_the_config(keys: Keys) -> None:

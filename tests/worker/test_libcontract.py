@@ -44,8 +44,40 @@ def test_a_moved_name_is_named() -> None:
 
 def test_every_listed_name_says_why() -> None:
     assert all(len(why) > 40 for why in libcontract.PRIVATE_NAMES.values())
-    hooks = {name for _, name in libcontract.PRIVATE_NAMES} - {"_async"}
+    hooks = {name for _, name in libcontract.PRIVATE_NAMES} - {"_async", "_emit_server_stats"}
     assert hooks == set(libcontract.SIGNATURES)
+
+
+def test_the_admin_ui_stats_loop_is_a_method_without_arguments() -> None:
+    import inspect
+
+    from socketio.async_admin import InstrumentedAsyncServer
+
+    loop = InstrumentedAsyncServer._emit_server_stats
+    assert inspect.iscoroutinefunction(loop)
+    assert tuple(inspect.signature(loop).parameters) == ("self",)
+    # Without __init__: instrument() would patch python-engineio's classes for the whole process.
+    admin = InstrumentedAsyncServer.__new__(InstrumentedAsyncServer)
+    assert libcontract.admin_stats_loop(admin) == admin._emit_server_stats
+
+
+def test_the_json_module_is_held_by_the_packet_classes() -> None:
+    """install_json relies on AsyncServer(json=X) storing X on these two classes."""
+    import json
+
+    import engineio.json
+    import engineio.packet
+    import socketio.packet
+
+    assert socketio.packet.Packet.json is engineio.json
+    assert engineio.packet.Packet.json is engineio.json
+    socketio.AsyncServer(async_mode="aiohttp", json=json)
+    try:
+        assert socketio.packet.Packet.json is json
+        assert engineio.packet.Packet.json is json
+    finally:
+        socketio.packet.Packet.json = engineio.json
+        engineio.packet.Packet.json = engineio.json
 
 
 def test_a_none_in_the_queue_ends_a_socket_writer() -> None:

@@ -91,6 +91,7 @@ def _transport(config: WorkerConfig, slot: int, generation: int, runtime_dir: st
             outage_buffer_s=ac.outage_buffer_s,
             outage_buffer_bytes=ac.outage_buffer_bytes,
             start_timeout_s=ac.request_timeout_s,
+            host=config.host_id,
         )
     if ac.backend == "amqp":
         return AmqpTransport(

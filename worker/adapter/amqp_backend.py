@@ -68,6 +68,7 @@ _QUEUE_MAX_LENGTH = 100_000
 
 class AmqpTransport:
     name = "amqp"
+    dynamic_rooms = False
 
     def __init__(
         self,
@@ -239,6 +240,12 @@ class AmqpTransport:
             await self._events.frame_received(frame)
 
     # Sending
+
+    def send_room(self, frame: bytes, key: str) -> None:
+        self.send(frame, None)  # no room channels here: every worker hears it
+
+    def interest(self, key: str, on: bool) -> None:
+        return None
 
     def send(self, frame: bytes, to: str | None, *, bufferable: bool = True) -> None:
         if not bufferable:

@@ -12,6 +12,13 @@ other workers must hear of it:
   counted as undeliverable, not sent;
 * any other room: everyone, and then the sids ride along in the same frame,
   since every worker hears it anyway.
+
+With dynamic room channels (the ``redis`` backend when several hosts form one
+cluster, as socket.io's redis adapter's ``subscriptionMode: "dynamic"``), an
+emit to exactly one room that is not a sid goes out on that room's own channel
+(:func:`room_channel`), which only the workers holding the room subscribe to;
+so a host does not even receive, let alone decode, what is meant for rooms it
+does not hold.  Everything else still goes out on the common channel.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 
 from .transport import Owner
 
-__all__ = ["Delivery", "Room", "looks_like_sid", "plan_delivery"]
+__all__ = ["Delivery", "Room", "looks_like_sid", "plan_delivery", "room_channel"]
 
 Room = str | int
 
@@ -33,6 +40,20 @@ def looks_like_sid(room: Room) -> bool:
         return False
     parts = room.split(".", 2)
     return len(parts) == 3 and len(parts[2]) == _SID_RANDOM_CHARS
+
+
+def room_channel(nsp: str, rooms: tuple[Room, ...]) -> str | None:
+    """The dynamic channel key for an emit to ``rooms``; None for the common channel.
+
+    The key holds the room's type (``"s"`` or ``"i"``), so room ``5`` and room
+    ``"5"``, which python-socketio keeps apart, get different channels.
+    """
+    if len(rooms) != 1:
+        return None
+    room = rooms[0]
+    if isinstance(room, str):
+        return None if looks_like_sid(room) else f"r#{nsp}#s{room}"
+    return f"r#{nsp}#i{room}"
 
 
 @dataclass(frozen=True, slots=True)

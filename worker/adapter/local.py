@@ -53,6 +53,7 @@ def node_id(slot: int, generation: int) -> str:
 
 class LocalTransport:
     name = "local"
+    dynamic_rooms = False
 
     def __init__(
         self,
@@ -266,6 +267,12 @@ class LocalTransport:
         self._lost(node)
 
     # Sending
+
+    def send_room(self, frame: bytes, key: str) -> None:
+        self.send(frame, None)  # no room channels here: every worker hears it
+
+    def interest(self, key: str, on: bool) -> None:
+        return None
 
     def send(self, frame: bytes, to: str | None, *, bufferable: bool = True) -> None:
         if to is None:

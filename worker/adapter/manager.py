@@ -63,13 +63,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 from socketio import AsyncManager
 
 from ..libcontract import server_hook, set_server_hook
-from .delivery import looks_like_sid, plan_delivery
-from .envelope import Codec, Envelope, MsgType, ParsedFrame, parse_header, serialize
+from .delivery import looks_like_sid, plan_delivery, room_channel
+from .envelope import Codec, Envelope, Header, MsgType, ParsedFrame, parse_header, serialize
 from .exceptions import AdapterError, EncodingError, ProtocolError, RequestTimeout
 from .external import ExternalClose, ExternalEmit, ExternalOp, ExternalRooms, Refused
 from .peers import PeerTable
 from .requests import RequestTable
-from .sequence import Deduplicator, Sequencer, Verdict
+from .sequence import BROADCAST, DIRECT, Deduplicator, Sequencer, Verdict
 from .transport import AdapterState, Owner, Transport
 
 if TYPE_CHECKING:
@@ -309,7 +309,7 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
                 return  # our own broadcast, echoed by the broker
             if header.to is not None and header.to != self.node:
                 return
-            verdict = self.dedupe.check(header.node, header.to is not None, header.seq)
+            verdict = self.dedupe.check(header.node, self._stream_of(header), header.seq)
             if verdict is Verdict.DUPLICATE:
                 return
             if header.type == MsgType.HEARTBEAT:
@@ -392,16 +392,57 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         sequenced: bool = True,
         bufferable: bool = True,
     ) -> None:
-        seq = self.sequencer.next(to) if sequenced else 0
+        room_key = self._room_key(kind, nsp, to, rooms)
+        seq = self.sequencer.next(room_key or to) if sequenced else 0
         envelope = Envelope(
             kind, self.node, nsp, data, seq=seq, to=to, rooms=rooms, exclude=exclude, rid=rid
         )
         frame = serialize(envelope, self.codec)
-        self.transport.send(frame, to, bufferable=bufferable)
+        if room_key is not None:
+            self.transport.send_room(frame, room_key)
+        else:
+            self.transport.send(frame, to, bufferable=bufferable)
         if kind == MsgType.HEARTBEAT:
             self.heartbeats_sent += 1
         else:
             self.sent += 1
+
+    def _room_key(self, kind: int, nsp: str, to: str | None,
+                  rooms: tuple[Room, ...]) -> str | None:
+        """The room channel a frame travels on, if any; the same rule on both ends."""
+        if not self.transport.dynamic_rooms or kind != MsgType.BROADCAST or to is not None:
+            return None
+        return room_channel(nsp, rooms)
+
+    def _stream_of(self, header: Header) -> str:
+        if header.to is not None:
+            return DIRECT
+        return self._room_key(header.type, header.nsp, None, header.rooms) or BROADCAST
+
+    # Dynamic room channels: hold a room, listen to it
+
+    def basic_enter_room(
+        self, sid: str, namespace: str, room: Room | None, eio_sid: str | None = None
+    ) -> None:
+        new = room is not None and room != sid and room not in self.rooms.get(namespace, {})
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self.recovery is not None and room is not None and room != sid:
+            self.recovery.rooms_changed(namespace, sid)  # written through to the store
+        if new and self.transport.dynamic_rooms:
+            key = room_channel(namespace, (room,))  # type: ignore[arg-type]
+            if key is not None:
+                self.transport.interest(key, True)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Room | None) -> None:
+        held = room is not None and room != sid and room in self.rooms.get(namespace, {})
+        super().basic_leave_room(sid, namespace, room)
+        if self.recovery is not None and room is not None and room != sid:
+            self.recovery.rooms_changed(namespace, sid)
+        if held and self.transport.dynamic_rooms and room not in self.rooms.get(namespace, {}):
+            key = room_channel(namespace, (room,))  # type: ignore[arg-type]
+            if key is not None:
+                self.transport.interest(key, False)
+                self.dedupe.forget_stream(key)
 
     def _plan(
         self, nsp: str, targets: tuple[Room, ...]
@@ -568,18 +609,6 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         if self.recovery is not None:
             await self.recovery.connected(result, namespace)
         return result
-
-    def basic_enter_room(
-        self, sid: str, namespace: str, room: Room | None, eio_sid: str | None = None
-    ) -> None:
-        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        if self.recovery is not None and room is not None and room != sid:
-            self.recovery.rooms_changed(namespace, sid)
-
-    def basic_leave_room(self, sid: str, namespace: str, room: Room | None) -> None:
-        super().basic_leave_room(sid, namespace, room)
-        if self.recovery is not None and room is not None and room != sid:
-            self.recovery.rooms_changed(namespace, sid)
 
     async def deliver_logged(
         self, event: str, args: list[Any], nsp: str,

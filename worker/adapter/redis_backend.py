@@ -33,6 +33,16 @@ Outage, step by step:
 
 A directed publish that reached nobody (its node is gone) is counted as
 undeliverable.
+
+Several hosts, one cluster (``host`` given): the node id is the sid's own
+prefix, ``<host>-<slot>.<generation>``, so an emit to a remote sid goes to its
+owner's channel alone; and rooms are dynamic (:mod:`.delivery`): an emit to
+one room goes to ``<channel>#r#<nsp>#<room>``, which a worker subscribes to
+while it holds that room.  Subscriptions change in the listen loop's
+connection, from one task that reconciles what is wanted with what is
+subscribed; after a reconnect every wanted room is subscribed again.  A
+publish to a room channel that reached nobody is not undeliverable: nobody
+held the room.
 """
 
 from __future__ import annotations
@@ -50,6 +60,8 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from balancer.sid import parse_sid
 
 from .buffer import OutageBuffer
 from .outage import Outages
@@ -85,9 +97,20 @@ class RedisTransport:
         backoff_max_s: float = 2.0,
         # None: sharded pub/sub when the server is Redis >= 7.
         sharded: bool | None = None,
+        # Several hosts: this host's id (sids name it); turns dynamic rooms on.
+        host: str = "",
     ) -> None:
         self.spec: DirectSpec | SentinelSpec = parse_redis_url(url)
-        self.node = f"{slot:x}.{generation:x}.{secrets.token_hex(4)}"
+        self.host = host
+        self.dynamic_rooms = bool(host)
+        if host:
+            self.node = f"{host}-{slot:x}.{generation:x}"
+        else:
+            self.node = f"{slot:x}.{generation:x}.{secrets.token_hex(4)}"
+        self._rooms_wanted: set[str] = set()
+        self._rooms_subscribed: set[str] = set()
+        self._rooms_changed = asyncio.Event()
+        self._pubsub: Any = None
         self.channel = channel
         self.direct_channel = self.channel_for(self.node)
         self.buffer = OutageBuffer(max_age_s=outage_buffer_s, max_bytes=outage_buffer_bytes)
@@ -205,6 +228,8 @@ class RedisTransport:
             asyncio.create_task(self._listen_forever()),
             asyncio.create_task(self._send_forever()),
         ]
+        if self.dynamic_rooms:
+            self._tasks.append(asyncio.create_task(self._sync_rooms_forever()))
         try:
             async with asyncio.timeout(self.start_timeout_s):
                 await self._healthy.wait()
@@ -233,10 +258,14 @@ class RedisTransport:
             try:
                 sharded = await self._detect_sharded(client)
                 self.sharded = sharded
+                rooms = [self.channel_for(key) for key in sorted(self._rooms_wanted)]
                 if sharded:
-                    await pubsub.ssubscribe(self.channel, self.direct_channel)
+                    await pubsub.ssubscribe(self.channel, self.direct_channel, *rooms)
                 else:
-                    await pubsub.subscribe(self.channel, self.direct_channel)
+                    await pubsub.subscribe(self.channel, self.direct_channel, *rooms)
+                self._rooms_subscribed = set(self._rooms_wanted)
+                self._pubsub = pubsub
+                self._rooms_changed.set()
                 self._sub_ok = True
                 self._sub_ready.set()
                 self._wake.set()
@@ -256,6 +285,8 @@ class RedisTransport:
                 log.log(level, "redis listen failed: %r", exc)
             finally:
                 # The publisher's connection probably died too: make it reconnect.
+                self._pubsub = None
+                self._rooms_subscribed = set()
                 self._sub_ok = False
                 self._pub_ok = False
                 self._sub_ready.clear()
@@ -269,7 +300,46 @@ class RedisTransport:
             await asyncio.sleep(delay)
             delay = self._backoff(delay)
 
+    def interest(self, key: str, on: bool) -> None:
+        if on:
+            self._rooms_wanted.add(key)
+        else:
+            self._rooms_wanted.discard(key)
+        self._rooms_changed.set()
+
+    async def _sync_rooms_forever(self) -> None:
+        """Make the listen connection's room subscriptions what ``interest`` asked for."""
+        while True:
+            await self._rooms_changed.wait()
+            self._rooms_changed.clear()
+            pubsub = self._pubsub
+            if pubsub is None:
+                continue  # the listen loop subscribes them all when it reconnects
+            add = sorted(self._rooms_wanted - self._rooms_subscribed)
+            drop = sorted(self._rooms_subscribed - self._rooms_wanted)
+            try:
+                if add:
+                    channels = [self.channel_for(k) for k in add]
+                    await (pubsub.ssubscribe if self.sharded else pubsub.subscribe)(*channels)
+                if drop:
+                    channels = [self.channel_for(k) for k in drop]
+                    await (pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe)(*channels)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The listen loop sees the same broken connection, reconnects and
+                # subscribes to every wanted room then.
+                log.debug("redis room subscription failed: %r", exc)
+                continue
+            if pubsub is self._pubsub:
+                self._rooms_subscribed.update(add)
+                self._rooms_subscribed.difference_update(drop)
+
     # Sending
+
+    def send_room(self, frame: bytes, key: str) -> None:
+        self.outage.buffer_frame(frame, key)
+        self._wake.set()
 
     def send(self, frame: bytes, to: str | None, *, bufferable: bool = True) -> None:
         if not bufferable:
@@ -368,17 +438,25 @@ class RedisTransport:
         self.buffer.commit(len(batch))
         self.sent += len(batch)
         for item, reached in zip(batch, results, strict=True):
+            if item.to is not None and item.to.startswith("r#"):
+                continue  # a room channel: reaching nobody means nobody holds the room
             if item.to is not None and not reached:
                 self.undeliverable += 1
             elif item.to is None and self._state == AdapterState.CONNECTED:
                 self._reach = int(reached)
 
     def owner_of(self, sid: str) -> str | Owner:
-        return Owner.ANY
+        if not self.host:
+            return Owner.ANY  # node ids are random: a sid does not name its owner
+        owner = parse_sid(sid)
+        if owner is None or not owner.host:
+            return Owner.ANY
+        return f"{owner.host}-{owner.slot:x}.{owner.generation:x}"
 
     def status(self) -> dict[str, Any]:
         return {
             "sharded": self.sharded,
+            "rooms_subscribed": len(self._rooms_subscribed),
             "transport_sent": self.sent,
             "undeliverable_remote": self.undeliverable,
             "transport_errors": self.errors,

@@ -4,14 +4,18 @@ Theory of operation
 -------------------
 
 A sender numbers its frames per destination stream: one stream for its
-broadcasts (``None``) and one per directed destination node.  Numbers start at
-1; 0 marks an unsequenced frame (heartbeats, which may be dropped freely).
+broadcasts (``None``), one per directed destination node, and, with dynamic
+room channels (:mod:`.interest`), one per room channel.  Numbers start at 1;
+0 marks an unsequenced frame (heartbeats, which may be dropped freely).
 
 A receiver keeps the last number it accepted per ``(sender, stream)``.  A frame
 at or below it is a duplicate (a broker retry after an ambiguous failure
 re-sent it) and is dropped; a jump forward counts the skipped numbers as lost.
 The first frame seen from a sender sets the baseline, because a worker that
-joins late has not missed anything addressed to it.
+joins late has not missed anything addressed to it.  The same holds for a room
+channel a receiver subscribes to late: when it unsubscribes, it forgets that
+stream (:meth:`Deduplicator.forget_stream`), so a later subscription starts a
+new baseline instead of counting what it was not listening to as lost.
 
 Pure: no clock, no I/O.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Deduplicator", "Sequencer", "Verdict"]
+__all__ = ["BROADCAST", "DIRECT", "Deduplicator", "Sequencer", "Verdict"]
 
 
 class Sequencer:
@@ -39,15 +43,17 @@ class Verdict(enum.Enum):
 
 
 class Deduplicator:
+    """Receiving side; ``stream`` is ``BROADCAST``, ``DIRECT`` or a room channel's key."""
+
     def __init__(self) -> None:
-        self._last: dict[tuple[str, bool], int] = {}
+        self._last: dict[tuple[str, str], int] = {}
         self.duplicates = 0
         self.lost = 0
 
-    def check(self, sender: str, directed: bool, seq: int) -> Verdict:
+    def check(self, sender: str, stream: str, seq: int) -> Verdict:
         if seq == 0:
             return Verdict.ACCEPT
-        key = (sender, directed)
+        key = (sender, stream)
         last = self._last.get(key)
         if last is not None:
             if seq <= last:
@@ -58,5 +64,13 @@ class Deduplicator:
         return Verdict.ACCEPT
 
     def forget(self, sender: str) -> None:
-        self._last.pop((sender, False), None)
-        self._last.pop((sender, True), None)
+        for key in [k for k in self._last if k[0] == sender]:
+            del self._last[key]
+
+    def forget_stream(self, stream: str) -> None:
+        for key in [k for k in self._last if k[1] == stream]:
+            del self._last[key]
+
+
+BROADCAST = "*"
+DIRECT = "@"

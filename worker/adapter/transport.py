@@ -41,6 +41,9 @@ class TransportEvents(Protocol):
 class Transport(Protocol):
     name: str
     node: str
+    # Whether emits to one room go out on that room's own channel, which only
+    # the workers holding the room listen to (see :mod:`.delivery`).
+    dynamic_rooms: bool
 
     @property
     def state(self) -> AdapterState: ...
@@ -48,6 +51,14 @@ class Transport(Protocol):
     async def start(self, events: TransportEvents) -> None: ...
 
     def send(self, frame: bytes, to: str | None, *, bufferable: bool = True) -> None: ...
+
+    def send_room(self, frame: bytes, key: str) -> None:
+        """Send on the room channel ``key`` (only when ``dynamic_rooms``)."""
+        ...
+
+    def interest(self, key: str, on: bool) -> None:
+        """This worker now holds (or no longer holds) the room of channel ``key``."""
+        ...
 
     def owner_of(self, sid: str) -> str | Owner: ...
 

@@ -39,3 +39,15 @@ def test_what_looks_like_a_sid() -> None:
     assert looks_like_sid(A)
     assert not looks_like_sid("red") and not looks_like_sid(7)
     assert not looks_like_sid("a.b.short")
+
+
+def test_room_channels_only_for_one_room_that_is_not_a_sid() -> None:
+    from balancer.sid import mint_sid
+    from worker.adapter.delivery import room_channel
+
+    assert room_channel("/", ("lobby",)) == "r#/#slobby"
+    assert room_channel("/chat", (5,)) == "r#/chat#i5" != room_channel("/chat", ("5",))
+    assert room_channel("/", ()) is None  # everyone
+    assert room_channel("/", ("a", "b")) is None  # several rooms
+    assert room_channel("/", (mint_sid(0, 1, "h1"),)) is None  # a sid: its owner's channel
+    assert room_channel("/", (mint_sid(0, 1),)) is None

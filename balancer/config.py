@@ -49,3 +49,6 @@ class LimitsConfig:
     # Per-socket event rate (token bucket, burst = 2x rate) and what happens past it.
     event_rate_per_socket: float = 0.0
     event_rate_action: Literal["drop", "disconnect"] = "drop"
+    # Bytes waiting to be sent to one socket (python-engineio's queue is unbounded);
+    # past it the socket is closed and counted (outbound_overflow).  0: no cap.
+    max_outbound_bytes: int = 16_777_216

@@ -14,6 +14,7 @@ answers the server's pings on the way.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -40,8 +41,10 @@ class WsClient:
         self._next_ack = 0
 
     @classmethod
-    async def connect(cls, http: aiohttp.ClientSession, base_url: str) -> WsClient:
-        """Open a session straight on the websocket transport and join namespace ``/``."""
+    async def connect(cls, http: aiohttp.ClientSession, base_url: str,
+                      auth: dict[str, Any] | None = None) -> WsClient:
+        """Open a session straight on the websocket transport and join namespace ``/``
+        (with ``auth`` as the CONNECT payload when given)."""
         ws_url = _endpoint(base_url, "websocket").replace("http://", "ws://", 1)
         try:
             ws = await http.ws_connect(ws_url, autoping=True)
@@ -50,7 +53,7 @@ class WsClient:
         client = cls(ws, "")
         try:
             client.sid = str(p.parse_open(await client.recv())["sid"])
-            await ws.send_str(p.CONNECT)
+            await ws.send_str(p.CONNECT + (json.dumps(auth) if auth else ""))
             await client._await_connect()
         except BaseException:
             await ws.close()

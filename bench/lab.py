@@ -61,12 +61,13 @@ class Lab:
             self._redis_url = self._stack.enter_context(redis_server())
         return self._redis_url
 
-    def cluster(self, adapter: str | None = None) -> AbstractContextManager[targets.Target]:
+    def cluster(self, adapter: str | None = None, *, env: dict[str, str] | None = None,
+                label: str | None = None) -> AbstractContextManager[targets.Target]:
         adapter = adapter or self.settings.cluster_adapter
         redis_url = self.redis_url() if adapter == "redis" else None
         return targets.cluster(self.settings.workers, adapter=adapter, log_dir=self.log_dir,
                                redis_url=redis_url, websocket=self.settings.cluster_websocket,
-                               app=self.settings.app)
+                               app=self.settings.app, env=env, label=label)
 
     def standalone(self, *, redis: bool = False) -> AbstractContextManager[targets.Target]:
         return targets.standalone(self.settings.workers, log_dir=self.log_dir,

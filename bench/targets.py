@@ -128,7 +128,8 @@ def _get_json(url: str) -> Any:
 @contextlib.contextmanager
 def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None = None,
             websocket: str | None = None, timeout_s: float = 60.0,
-            app: str = "bench_app") -> Iterator[Target]:
+            app: str = "bench_app", env: dict[str, str] | None = None,
+            label: str | None = None) -> Iterator[Target]:
     port, admin_port = free_port(), free_port()
     log = log_dir / f"cluster-{adapter}-{port}.log"
     cmd = [*_SIOCLUSTER, "run", f"{app}:app", "--workers", str(workers), "--port", str(port),
@@ -139,8 +140,9 @@ def cluster(workers: int, *, adapter: str, log_dir: Path, redis_url: str | None 
         cmd += ["--websocket", websocket]
     # The standalone baseline's AsyncRedisManager servers publish on python-socketio's
     # default channel of the same Redis: the cluster must not hear them as emitters.
-    proc = start_process(cmd, APP_DIR, log, env={"SIOCLUSTER_ADAPTER_EMITTER_CHANNEL": ""})
-    target = Target(f"cluster/{adapter}", [f"http://127.0.0.1:{port}"], log_paths=[log],
+    proc = start_process(cmd, APP_DIR, log, env={"SIOCLUSTER_ADAPTER_EMITTER_CHANNEL": "",
+                                                 **(env or {})})
+    target = Target(label or f"cluster/{adapter}", [f"http://127.0.0.1:{port}"], log_paths=[log],
                     admin_url=f"http://127.0.0.1:{admin_port}")
     try:
         deadline = time.monotonic() + timeout_s

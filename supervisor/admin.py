@@ -39,6 +39,7 @@ from .dashboard import PUBLIC_PATHS, DashboardCollector, add_dashboard_routes
 from .emit import EmitError, parse_body
 from .fdlimit import FdUsage, fd_pressure
 from .handle import SlotRecord, WorkerHandle
+from .recovery import worker_totals
 from .state import WorkerState
 
 if TYPE_CHECKING:
@@ -140,8 +141,22 @@ def status_document(master: Master) -> dict[str, Any]:
         "adapter": {"backend": master.config.adapter.backend, "workers": adapters},
         "restarts_by_cause": dict(master.restart_causes),
         "singletons": master.singletons.status(time.time()),
+        "recovery": _recovery_status(master),
         "hosts": [] if master.hosts is None else master.hosts.book.status(time.monotonic()),
     }
+
+
+def _recovery_status(master: Master) -> dict[str, Any]:
+    backend = master.config.adapter.backend
+    if master.recovery is not None:
+        return {"enabled": True, "backend": backend,
+                **master.recovery.status(h.recovery for h in master.handles)}
+    if master.config.recovery.enabled:  # redis: the workers count, Redis holds
+        return {"enabled": True, "backend": backend, "window_s":
+                master.config.recovery.max_disconnection_s,
+                **worker_totals(h.recovery for h in master.handles)}
+    return {"enabled": False}
+
 
 
 def _host_reasons(master: Master) -> list[str]:
@@ -257,8 +272,46 @@ class _MasterCollector(Collector):
         yield from adapter.values()
         yield from _singleton_metrics(m)
         yield from _emit_metrics(m)
+        yield from _recovery_metrics(m)
         if m.hosts is not None:
             yield from _host_metrics(m)
+
+
+def _recovery_metrics(m: Master) -> Iterable[Metric]:
+    if not m.config.recovery.enabled:
+        return
+    st = _recovery_status(m)
+    backend = [m.config.adapter.backend]
+    recovered = CounterMetricFamily(
+        "siocluster_recovery_recovered", "Connections recovered (sid, rooms, data, missed "
+        "packets)", labels=["backend"])
+    recovered.add_metric(backend, st["recovered"])
+    yield recovered
+    failed = CounterMetricFamily(
+        "siocluster_recovery_not_recovered", "Recovery attempts answered with a fresh "
+        "session, by reason", labels=["backend", "reason"])
+    for reason, count in sorted(st["not_recovered"].items()):
+        failed.add_metric([*backend, reason], count)
+    yield failed
+    for key, kind, doc in (
+        ("replayed", "counter", "Packets replayed to recovered connections"),
+        ("appended", "counter", "Packets appended to the recovery log"),
+        ("trimmed_age", "counter", "Log packets trimmed by age"),
+        ("trimmed_size", "counter", "Log packets trimmed by size (max_log_bytes)"),
+        ("log_bytes", "gauge", "Bytes held by the recovery log"),
+        ("log_entries", "gauge", "Packets held by the recovery log"),
+        ("log_oldest_age_s", "gauge", "Age of the oldest packet in the recovery log"),
+        ("sessions", "gauge", "Sessions the recovery store holds"),
+        ("sessions_disconnected", "gauge", "Disconnected sessions still recoverable"),
+    ):
+        family: CounterMetricFamily | GaugeMetricFamily
+        if kind == "counter":
+            family = CounterMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
+        else:
+            family = GaugeMetricFamily(f"siocluster_recovery_{key}", doc, labels=["backend"])
+        if key in st:
+            family.add_metric(backend, st[key])
+            yield family
 
 
 def _host_metrics(m: Master) -> Iterable[Metric]:

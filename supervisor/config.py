@@ -33,6 +33,7 @@ from worker.config import (
     AdapterConfig,
     AuthConfig,
     LoggingConfig,
+    RecoveryConfig,
     SocketIOConfig,
     WorkerConfig,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "HealthConfig",
     "LimitsConfig",
     "LoggingConfig",
+    "RecoveryConfig",
     "SocketIOConfig",
     "config_from_dict",
     "config_to_dict",
@@ -115,6 +117,8 @@ class HealthConfig:
     fail_max_restarts: int = 10
     # "stop": a worker that cannot import the app stops the cluster.
     on_boot_failure: Literal["stop", "retry"] = "stop"
+    # A draining worker (roll, recycle, scale-down) closes its sessions spread over this long.
+    drain_spread_s: float = 2.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +132,7 @@ class Config:
     logging: LoggingConfig = LoggingConfig()
     socketio: SocketIOConfig = SocketIOConfig()
     auth: AuthConfig = AuthConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
 
     def effective_workers(self) -> int:
         return self.cluster.workers or (os.cpu_count() or 1)
@@ -144,6 +149,7 @@ class Config:
         return WorkerConfig(
             balancer=self.balancer, limits=self.limits, adapter=self.adapter,
             socketio=self.socketio, auth=self.auth, logging=self.logging,
+            recovery=self.recovery,
             factory=self.cluster.factory,
             graceful_timeout_s=self.cluster.graceful_timeout_s,
             singleton_lease_s=self.cluster.singleton_lease_s,
@@ -255,6 +261,15 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             "(or admin.token): the Admin UI can disconnect clients and read their headers")
     if any(a.lower() == "none" for a in config.auth.algorithms):
         raise ConfigError(f"{source}: auth.algorithms: 'none' is refused (unsigned tokens)")
+    rc = config.recovery
+    if rc.max_disconnection_s < 0 or rc.max_log_bytes <= 0:
+        raise ConfigError(f"{source}: recovery.max_disconnection_s must be 0 (off) or more, "
+                          "and recovery.max_log_bytes more than 0")
+    if rc.enabled and config.adapter.backend not in ("local", "redis"):
+        raise ConfigError(
+            f"{source}: recovery.max_disconnection_s: connection-state recovery needs "
+            f"adapter.backend = \"local\" or \"redis\" (not {config.adapter.backend!r})"
+        )
     _check_hosts(config, source)
     for entry in config.balancer.trusted_proxies:
         try:
@@ -324,6 +339,8 @@ _RESTART_ONLY: dict[str, tuple[str, ...] | None] = {
     # The master grants leases by it; old and new workers must agree during a roll.
     "cluster": ("singleton_lease_s", "advertise", "host_id", "peer_token", "host_lease_s"),
     "admin": None,
+    # The master holds the sessions and the packet log; old and new workers share them in a roll.
+    "recovery": None,
     "limits": ("max_message_bytes", "max_header_bytes", "max_header_count", "header_timeout_s",
                "idle_timeout_s", "tcp_keepalive_s", "handshake_rate_per_ip",
                "max_sessions_per_ip"),

@@ -44,6 +44,7 @@ class WorkerHandle:
     adapter: dict[str, Any] = field(default_factory=dict)
     emits: dict[str, int] = field(default_factory=dict)
     external_refused: dict[str, int] = field(default_factory=dict)
+    recovery: dict[str, int] = field(default_factory=dict)
     engineio_path: str = "/socket.io/"
     ping_budget_s: float = 0.0
     # Stopping: why, and when SIGKILL follows

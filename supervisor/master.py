@@ -68,6 +68,7 @@ from .plan import (
 )
 from .policy import Action, ExitCause, classify_exit, decide_restart
 from .process import spawn_worker
+from .recovery import RecoveryDesk
 from .sampling import Sampler, recycle_cause
 from .state import WorkerState
 
@@ -125,6 +126,11 @@ class Master:
         self.lease_desk = LeaseDesk(config.cluster.singleton_lease_s, socket.gethostname())
         self.singletons = self.lease_desk.book
         self.emit_relay = EmitRelay(timeout_s=config.adapter.request_timeout_s)
+        # Connection-state recovery, local backend: the sessions and packet log outlive
+        # the workers here (with redis, Redis holds them).
+        self.recovery = (RecoveryDesk(config.recovery)
+                         if config.recovery.enabled and config.adapter.backend == "local"
+                         else None)
         self.hosts = hosts_service(config, self._host_counts)
         # What happened lately, for the dashboard (supervisor/events.py).
         self.events = EventLog()
@@ -208,12 +214,16 @@ class Master:
             "siocluster: %s with %d workers on http://%s:%d (admin http://%s:%d)",
             self.app, self.desired, b.host, self.ports[0], a.host, self.ports[1],
         )
+        if self.recovery is not None:
+            self.recovery.start()
         log.info("dashboard: http://%s:%d/dashboard", a.host, self.ports[1])
         try:
             if self.hosts is not None:
                 await self._join_hosts(self.hosts)
             await self._main_loop()
         finally:
+            if self.recovery is not None:
+                await self.recovery.close()
             await self._shutdown()
         if self.halt is not None:
             raise self.halt
@@ -426,9 +436,11 @@ class Master:
             h.state = WorkerState.DRAINING
         self._invalidate()
         timeout = self.config.cluster.graceful_timeout_s
+        # A successor takes the sessions: spread the closes (a full stop has none).
+        spread = 0.0 if cause is ExitCause.SHUTDOWN else self.config.health.drain_spread_s
         writer = h.writer
         if writer is not None and not writer.is_closing():
-            writer.write(control.encode(control.Drain(timeout_s=timeout)))
+            writer.write(control.encode(control.Drain(timeout_s=timeout, spread_s=spread)))
         else:
             h.process.terminate()
         h.kill_at_mono = time.monotonic() + timeout + self.config.health.kill_grace_s
@@ -474,8 +486,19 @@ class Master:
         except (OSError, control.FrameError) as exc:
             log.warning("worker %d control channel: %s", h.slot, exc)
 
+    def _serving_writers(self) -> list[Callable[[bytes], None]]:
+        return [
+            h.writer.write for h in self.handles
+            if h.writer is not None and not h.writer.is_closing()
+            and h.state in (WorkerState.READY, WorkerState.DRAINING)
+        ]
+
     def _on_message(self, h: WorkerHandle, msg: control.ControlMessage) -> None:
         now = time.monotonic()
+        if self.recovery is not None and h.writer is not None and self.recovery.on_message(
+            (h.slot, h.generation), msg, h.writer.write, self._serving_writers
+        ):
+            return
         if isinstance(msg, control.Heartbeat):
             h.last_heartbeat_mono = now
             h.connections = msg.connections
@@ -485,6 +508,7 @@ class Master:
             h.guards = msg.guards
             h.adapter = msg.adapter
             h.emits, h.external_refused = msg.emits, msg.external_refused
+            h.recovery = msg.recovery
             if self.balancer.limits.max_sessions_per_ip:
                 self.balancer.sessions.reported(
                     (h.slot, h.generation), msg.sessions_by_ip, now
@@ -544,6 +568,8 @@ class Master:
         self.emit_relay.worker_gone(h)
         self.balancer.forget(h.slot, h.generation)
         self.lease_desk.holder_exited(h)
+        if self.recovery is not None:
+            self.recovery.worker_gone((h.slot, h.generation))
         self._sampler.forget(h.pid)
         expected = h.stop_cause in _RETIRED
         drained = expected and h.state is WorkerState.DRAINING

@@ -16,7 +16,14 @@ from typing import Literal
 
 from balancer.config import BalancerConfig, LimitsConfig
 
-__all__ = ["AdapterConfig", "AuthConfig", "LoggingConfig", "SocketIOConfig", "WorkerConfig"]
+__all__ = [
+    "AdapterConfig",
+    "AuthConfig",
+    "LoggingConfig",
+    "RecoveryConfig",
+    "SocketIOConfig",
+    "WorkerConfig",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -64,6 +71,21 @@ class LoggingConfig:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class RecoveryConfig:
+    # Socket.IO connection-state recovery: how long a disconnected session (its
+    # sid, rooms, data and missed packets) stays recoverable; 0 turns it off.
+    max_disconnection_s: float = 0.0
+    # A recovered connection skips the app's connect handler (Node's skipMiddlewares).
+    skip_middlewares: bool = True
+    # The packet log (held by the master) is trimmed past this many bytes.
+    max_log_bytes: int = 16_777_216
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_disconnection_s > 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerConfig:
     balancer: BalancerConfig = BalancerConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -71,6 +93,7 @@ class WorkerConfig:
     socketio: SocketIOConfig = SocketIOConfig()
     auth: AuthConfig = AuthConfig()
     logging: LoggingConfig = LoggingConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
     # From [cluster] and [health]
     factory: bool = False
     graceful_timeout_s: float = 30.0

@@ -47,8 +47,14 @@ __all__ = [
     "LeaseReply",
     "LeaseRequest",
     "LeaseView",
+    "LogAppend",
+    "LogDeliver",
     "MessageReader",
     "Ready",
+    "RestoreReply",
+    "RestoreRequest",
+    "SessionClosed",
+    "SessionState",
     "SingletonReport",
     "decode",
     "encode",
@@ -72,6 +78,8 @@ class Configure(msgspec.Struct, tag="configure", frozen=True):
 
 class Drain(msgspec.Struct, tag="drain", frozen=True):
     timeout_s: float
+    # Close the sessions spread over this long (0: all at once, as on a full stop).
+    spread_s: float = 0.0
 
 
 class Ready(msgspec.Struct, tag="ready", frozen=True):
@@ -142,6 +150,8 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # and external messages refused, by "source/reason" ("redis-emitter/pickle").
     emits: dict[str, int] = {}
     external_refused: dict[str, int] = {}
+    # Connection-state recovery, this worker's side: recovered, replayed, not_recovered/<reason>.
+    recovery: dict[str, int] = {}
 
 
 Room = str | int
@@ -164,9 +174,65 @@ class EmitDone(msgspec.Struct, tag="emit_done", frozen=True):
     error: str = ""  # empty: handed to the adapter (or delivered, without one)
 
 
+# Connection-state recovery (worker.recovery): the master holds the sessions and
+# the packet log, and sequences every recoverable emit.
+
+
+class LogAppend(msgspec.Struct, tag="log_append", frozen=True):
+    """Worker -> master: an emit to number, keep and send to every worker."""
+
+    nsp: str
+    rooms: list[Room]
+    exclude: list[Room]
+    payload: bytes  # msgpack [event, args]
+
+
+class LogDeliver(msgspec.Struct, tag="log_deliver", frozen=True):
+    """Master -> worker: deliver this emit to your sockets, ``offset`` appended."""
+
+    offset: str
+    nsp: str
+    rooms: list[Room]
+    exclude: list[Room]
+    payload: bytes
+
+
+class SessionState(msgspec.Struct, tag="session_state", frozen=True):
+    """Worker -> master: a session's current sid, rooms and data (write-through)."""
+
+    pid: str
+    sid: str
+    nsp: str
+    rooms: list[Room]
+    data: bytes  # msgpack of the python-socketio session dict
+
+
+class SessionClosed(msgspec.Struct, tag="session_closed", frozen=True):
+    pid: str
+    recoverable: bool
+
+
+class RestoreRequest(msgspec.Struct, tag="restore_request", frozen=True):
+    rid: int
+    pid: str
+    offset: str | None
+    nsp: str
+
+
+class RestoreReply(msgspec.Struct, tag="restore_reply", frozen=True):
+    rid: int
+    pid: str
+    reason: str = ""  # empty: recovered
+    sid: str = ""
+    rooms: list[Room] = []
+    data: bytes = b""
+    missed: list[LogDeliver] = []
+
+
 ControlMessage = (
     Configure | Drain | Ready | BootFailed | Heartbeat | LeaseRequest | LeaseReply | LeaseRelease
-    | Emit | EmitDone
+    | Emit | EmitDone | LogAppend | LogDeliver | SessionState | SessionClosed | RestoreRequest
+    | RestoreReply
 )
 
 _encoder = msgspec.json.Encoder()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "BEHAVIOURS",
     "PRIVATE_NAMES",
     "admin_stats_loop",
     "check",
@@ -36,7 +37,9 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
     ),
     ("socketio.AsyncServer", "_trigger_event"): (
         "the only call site of every connect handler (function, namespace class or none): "
-        "JWT auth runs there, and per-socket limiter state is dropped on disconnect"
+        "JWT auth runs there, per-socket limiter state is dropped on disconnect, a "
+        "recovered connection skips the handler (skip_middlewares), and the disconnect "
+        "reason (recoverable or not) is only seen there"
     ),
     ("socketio.AsyncServer", "_handle_event"): (
         "runs before python-socketio starts a task for an event handler, so an event "
@@ -44,12 +47,33 @@ PRIVATE_NAMES: dict[tuple[str, str], str] = {
     ),
     ("socketio.AsyncServer", "_handle_connect"): (
         "sees the CONNECT packet's auth payload, which fetch_sockets reports as Node's "
-        "handshake.auth does"
+        "handshake.auth does, and connection-state recovery reads its pid and offset"
     ),
     ("socketio.async_admin.InstrumentedAsyncServer", "_emit_server_stats"): (
         "the Admin UI's server_stats loop, which python-socketio starts only at a worker's "
         "first Engine.IO connection; siocluster starts it with the worker so that every "
         "worker shows in the UI"
+    ),
+}
+
+# Public names whose *behaviour* siocluster relies on beyond their documentation
+# (checked by check(), pinned by tests/worker/test_libcontract.py):
+BEHAVIOURS: dict[str, str] = {
+    "engineio.AsyncSocket.close(wait, abort, reason)": (
+        "worker.drain.close_session and the outbound cap close one session without "
+        "waiting for its queue to drain"
+    ),
+    "engineio.AsyncSocket.queue / upgrading / upgraded / closed": (
+        "a draining worker never closes a session mid-upgrade; the queue made by "
+        "create_queue() is the one the socket sends from"
+    ),
+    "a None in AsyncSocket.queue ends its WebSocket writer": (
+        "python-engineio's own sentinel: the drain closes the WebSocket so that "
+        "socket.io-client, which ignores a CLOSE packet on a WebSocket, reconnects at once"
+    ),
+    "socketio.Packet(packet_type, data, namespace, id, binary, encoded_packet)": (
+        "connection-state recovery subclasses the app's packet class to add the pid to "
+        "the CONNECT reply (the documented serializer extension point)"
     ),
 }
 
@@ -99,6 +123,31 @@ def check(sio: Any) -> list[str]:
             continue
         if found != params:
             problems.append(f"socketio.AsyncServer.{name}{found} is not {name}{params}")
+    problems += _check_behaviours(sio)
+    return problems
+
+
+def _params(func: Any) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(func).parameters if p != "self")
+
+
+def _check_behaviours(sio: Any) -> list[str]:
+    from engineio.async_socket import AsyncSocket
+
+    problems: list[str] = []
+    if _params(AsyncSocket.close) != ("wait", "abort", "reason"):
+        problems.append(f"engineio AsyncSocket.close{_params(AsyncSocket.close)} is not "
+                        "close('wait', 'abort', 'reason')")
+    sock = AsyncSocket(sio.eio, "contract-check")
+    for attr in ("queue", "upgrading", "upgraded", "closed"):
+        if not hasattr(sock, attr):
+            problems.append(f"engineio AsyncSocket has no {attr!r}")
+    from socketio.packet import Packet
+
+    packet_params = _params(Packet.__init__)
+    if packet_params[:6] != ("packet_type", "data", "namespace", "id", "binary",
+                             "encoded_packet"):
+        problems.append(f"socketio.packet.Packet takes {packet_params}")
     return problems
 
 

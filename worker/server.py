@@ -39,10 +39,12 @@ from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
 
 from . import control, fastjson
-from .adapter import AdapterHandle, install_adapter
+from .adapter import AdapterHandle, ClusterManager, install_adapter
+from .adapter.redis_backend import RedisTransport
 from .admin_ui import ClusterAdmin
 from .app_loader import LoadedApp, load_app
 from .config import WorkerConfig
+from .drain import UPGRADE_GRACE_S, close_session, close_spread
 from .emit import apply_emit
 from .exceptions import AppLoadError
 from .guards import Guards, install_guards
@@ -51,6 +53,9 @@ from .libcontract import driver_table, install_json, replace_driver_table
 from .lifespan import LifespanFailed
 from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
 from .logs import configure_logging
+from .outbound import install_outbound_queues
+from .recovery.agent import RecoveryAgent
+from .recovery.redis_store import RedisRecoveryLink
 from .serving import AppServer, build_server
 from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
 from .sweep import drop_closed
@@ -79,6 +84,8 @@ class WorkerRuntime:
         self.client_errors: ClientErrorFilter | None = None
         self.singletons: SingletonRunner | None = None
         self.master_leases: MasterLeases | None = None
+        self.recovery: RecoveryAgent | None = None
+        self.outbound_overflows = 0
         self.admin_ui: ClusterAdmin | None = None
 
     # Wiring into python-engineio's public surface
@@ -119,6 +126,14 @@ class WorkerRuntime:
         if self.config.limits.max_message_bytes:
             eio.max_http_buffer_size = self.config.limits.max_message_bytes
         self.guards = install_guards(self.loaded.sio, self.config)
+        install_outbound_queues(eio, self.config.limits.max_outbound_bytes, self._overflowed)
+
+    def _overflowed(self, eio_sid: str) -> None:
+        self.outbound_overflows += 1
+        if self.outbound_overflows == 1 or self.outbound_overflows % 100 == 0:
+            log.warning("closed session %s: more than %d bytes waiting to be sent to it "
+                        "(%d so far; [limits] max_outbound_bytes)", eio_sid,
+                        self.config.limits.max_outbound_bytes, self.outbound_overflows)
 
     def _translated(self, environ: dict[str, Any], remote: str | None) -> None:
         if "sid=" not in environ["QUERY_STRING"]:
@@ -205,6 +220,7 @@ class WorkerRuntime:
             sessions_by_ip=self.session_changes(),
             singletons=self.singletons.report() if self.singletons else {},
             emits=dict(getattr(self.adapter, "emits", {})),
+            recovery=self.recovery.status() if self.recovery is not None else {},
             external_refused=dict(getattr(self.adapter, "refused", {})),
         )
 
@@ -212,6 +228,8 @@ class WorkerRuntime:
         counters = self.guards.status() if self.guards is not None else {}
         if self.client_errors is not None:
             counters["malformed_input"] = self.client_errors.count
+        if self.outbound_overflows:
+            counters["outbound_overflow"] = self.outbound_overflows
         return counters
 
     def session_changes(self) -> dict[str, int]:
@@ -230,7 +248,7 @@ class WorkerRuntime:
         self._sessions_reported = dict(counts)
         return changes
 
-    async def stop(self, timeout_s: float) -> None:
+    async def stop(self, timeout_s: float, spread_s: float = 0.0) -> None:
         """Close sessions (clients reconnect elsewhere), stop the adapter, then the server.
 
         The server goes last: it stops accepting, closes what connections are
@@ -244,6 +262,11 @@ class WorkerRuntime:
         # A close packet for a polling client waits for its next GET; a client
         # that vanished never sends one, so that step is bounded on its own.
         async def close_sessions() -> None:
+            if spread_s > 0 and sio.eio.sockets:
+                eio = sio.eio
+                closed = await close_spread(eio.sockets, lambda s: close_session(eio, s),
+                                            spread_s)
+                log.info("drain: closed %d sessions over %.1fs", closed, spread_s)
             if sio.eio.sockets:  # python-engineio's disconnect() fails on none
                 await sio.eio.disconnect()
 
@@ -251,10 +274,16 @@ class WorkerRuntime:
         if self.singletons is not None:  # first: the successor starts while we drain
             singletons = self.singletons
             steps.append(("singletons", lambda: singletons.stop(min(timeout_s, 5.0)), timeout_s))
+        if self.recovery is not None:  # before the close: they recover elsewhere
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.recovery.prepare_drain(), min(timeout_s, 5.0))
         steps += [
-            ("close sessions", close_sessions, min(timeout_s, 3.0)),
+            ("close sessions", close_sessions, min(timeout_s, 3.0 + spread_s + UPGRADE_GRACE_S)),
             ("socketio shutdown", sio.shutdown, timeout_s),
         ]
+        link = self.recovery.link if self.recovery is not None else None
+        if link is not None:
+            steps.append(("recovery store close", link.close, timeout_s))
         if self.admin_ui is not None:
             steps.append(("admin UI stats", self.admin_ui.close, 1.0))
         if self.adapter is not None:
@@ -336,11 +365,35 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
             await writer.drain()
         return control.BOOT_FAILED_EXIT
 
+    if config.recovery.enabled and isinstance(runtime.adapter, ClusterManager):
+
+        def send(message: control.ControlMessage) -> None:
+            writer.write(control.encode(message))
+
+        link: RedisRecoveryLink | None = None
+        if config.adapter.backend == "redis" and isinstance(runtime.adapter.transport,
+                                                            RedisTransport):
+            link = RedisRecoveryLink(
+                runtime.adapter.transport.subscriber_client, config.adapter.channel,
+                window_s=config.recovery.max_disconnection_s,
+                max_log_bytes=config.recovery.max_log_bytes,
+                outage_buffer_bytes=config.adapter.outage_buffer_bytes,
+            )
+            send = link.send
+        runtime.recovery = RecoveryAgent(
+            loaded.sio, runtime.adapter, send,
+            skip_middlewares=config.recovery.skip_middlewares,
+        )
+        runtime.recovery.install()
+        if link is not None:
+            await link.start(runtime.recovery)
+            runtime.recovery.link = link
     if handoff_fd is not None:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)
         runtime.adopt_handoffs(channel)
     drain_timeout = config.graceful_timeout_s
+    drain_spread = 0.0
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
@@ -357,7 +410,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     emits: set[asyncio.Task[None]] = set()
 
     async def read_control() -> None:
-        nonlocal drain_timeout
+        nonlocal drain_timeout, drain_spread
         while True:
             incoming = await messages.next()
             if incoming is None:
@@ -366,9 +419,17 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
                 return
             if isinstance(incoming, control.Drain):
                 drain_timeout = incoming.timeout_s
+                drain_spread = min(incoming.spread_s, max(0.0, incoming.timeout_s / 2))
                 return
             if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
                 runtime.master_leases.on_reply(incoming)
+            if runtime.recovery is not None:
+                if isinstance(incoming, control.LogDeliver):
+                    await runtime.recovery.on_deliver(incoming)
+                    continue
+                if isinstance(incoming, control.RestoreReply):
+                    runtime.recovery.on_restore_reply(incoming)
+                    continue
             if isinstance(incoming, control.Emit):
                 task = asyncio.create_task(apply_emit(loaded.sio, incoming, writer))
                 emits.add(task)
@@ -387,7 +448,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         if not task.cancelled() and task.exception() is not None:
             log.warning("worker loop ended: %r", task.exception())
     started = time.monotonic()
-    await runtime.stop(drain_timeout)
+    await runtime.stop(drain_timeout, drain_spread)
     log.info("stopped after %.2fs", time.monotonic() - started)
     writer.close()
     return 0

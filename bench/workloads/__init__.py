@@ -14,6 +14,7 @@ from .echo import polling_echo, ws_echo
 from .fanout import fanout
 from .forwarding import forwarding
 from .idle import idle_memory
+from .recovery import recovery_fanout, recovery_kill, recovery_memory
 from .storm import connect_storm
 
 __all__ = ["WORKLOADS", "Workload"]
@@ -45,4 +46,7 @@ WORKLOADS: dict[str, Workload] = {
     "polling-echo-asgi": _asgi(polling_echo, "polling-echo-asgi"),
     "connect-storm-asgi": _asgi(connect_storm, "connect-storm-asgi"),
     "forwarding": forwarding,
+    "recovery-fan-out": recovery_fanout,
+    "recovery-memory": recovery_memory,
+    "recovery-kill": recovery_kill,
 }

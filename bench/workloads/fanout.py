@@ -55,6 +55,7 @@ class ListenerParams:
     watermark: Any  # multiprocessing RawValue("q")
     done: Any  # multiprocessing Event, set by the emitter
     wait_s: float
+    auth: dict[str, Any] | None = None  # the CONNECT payload
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ async def listener_shard(ctx: ShardContext, params: ListenerParams) -> dict[str,
     errors: Counter[str] = Counter()
     async with http_session() as http:
         async def factory(i: int) -> WsClient:
-            return await WsClient.connect(http, params.urls[i % len(params.urls)])
+            return await WsClient.connect(http, params.urls[i % len(params.urls)], params.auth)
 
         indices = range(params.first, params.first + params.clients)
         clients, connect_failures = await open_many(factory, indices, params.concurrency)
@@ -172,14 +173,14 @@ async def fanout_shard(ctx: ShardContext, params: ListenerParams | EmitterParams
     return await listener_shard(ctx, params)
 
 
-def _measure(lab: Lab, target: Target) -> Run:
+def _measure(lab: Lab, target: Target, auth: dict[str, Any] | None = None) -> Run:
     s = lab.settings
     done = _SPAWN_CTX.Event()
     listeners: list[ListenerParams] = []
     for first, count in lab.split(s.fanout_clients):
         mark = _SPAWN_CTX.RawValue("q", 0)
         listeners.append(ListenerParams(target.urls, first, count, s.connect_concurrency,
-                                        mark, done, s.duration_s + 2 * STALL_S + 30.0))
+                                        mark, done, s.duration_s + 2 * STALL_S + 30.0, auth))
     emitter = EmitterParams(target.urls[0], s.duration_s, s.fanout_window,
                             [lp.watermark for lp in listeners], done)
     results, window = lab.measure(target, fanout_shard, [emitter, *listeners],

@@ -36,6 +36,7 @@ class IdleParams:
     first: int
     connections: int
     concurrency: int
+    auth: dict[str, Any] | None = None  # the CONNECT payload
 
 
 async def _hold(client: WsClient, errors: Counter[str]) -> None:
@@ -52,7 +53,7 @@ async def idle_shard(ctx: ShardContext, params: IdleParams) -> dict[str, Any]:
     errors: Counter[str] = Counter()
     async with http_session() as http:
         async def factory(i: int) -> WsClient:
-            return await WsClient.connect(http, params.urls[i % len(params.urls)])
+            return await WsClient.connect(http, params.urls[i % len(params.urls)], params.auth)
 
         started = time.monotonic()
         indices = range(params.first, params.first + params.connections)
@@ -78,7 +79,7 @@ def _rss(pids: list[int]) -> int:
     return total
 
 
-def _measure(lab: Lab, target: Target) -> Run:
+def _measure(lab: Lab, target: Target, auth: dict[str, Any] | None = None) -> Run:
     s = lab.settings
     time.sleep(s.settle_s)
     before = {role: _rss(pids) for role, pids in target.pids.items()}
@@ -88,7 +89,7 @@ def _measure(lab: Lab, target: Target) -> Run:
         time.sleep(s.settle_s)
         after.update({role: _rss(pids) for role, pids in target.pids.items()})
 
-    params = [IdleParams(target.urls, first, count, s.connect_concurrency)
+    params = [IdleParams(target.urls, first, count, s.connect_concurrency, auth)
               for first, count in lab.split(s.idle_connections)]
     results, window = lab.measure(target, idle_shard, params, setup_timeout_s=300.0,
                                   run_timeout_s=s.settle_s + 60.0, during=sample)

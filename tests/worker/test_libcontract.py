@@ -78,3 +78,19 @@ def test_the_json_module_is_held_by_the_packet_classes() -> None:
     finally:
         socketio.packet.Packet.json = engineio.json
         engineio.packet.Packet.json = engineio.json
+
+
+def test_a_none_in_the_queue_ends_a_socket_writer() -> None:
+    """worker.drain.close_session relies on python-engineio's own sentinel."""
+    import asyncio
+
+    from engineio.async_socket import AsyncSocket
+
+    async def main() -> list[object]:
+        sock = AsyncSocket(_server().eio, "x")
+        sock.queue.put_nowait(None)
+        packets: list[object] = await sock.poll()
+        return packets
+
+    assert asyncio.run(main()) == []  # the WebSocket writer breaks on an empty list
+    assert all(len(why) > 40 for why in libcontract.BEHAVIOURS.values())

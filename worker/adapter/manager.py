@@ -58,7 +58,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from engineio import packet as eio_packet
 from socketio import AsyncManager
@@ -72,7 +72,10 @@ from .external import ExternalClose, ExternalEmit, ExternalOp, ExternalRooms, Re
 from .peers import PeerTable
 from .requests import RequestTable
 from .sequence import BROADCAST, DIRECT, Deduplicator, Sequencer, Verdict
-from .transport import AdapterState, Transport
+from .transport import AdapterState, Owner, Transport
+
+if TYPE_CHECKING:
+    from ..recovery.agent import RecoveryAgent
 
 __all__ = ["ClusterManager", "ExternalSource", "ServerSideHandler", "SocketInfo"]
 
@@ -123,6 +126,10 @@ def _as_rooms(value: Any) -> tuple[Room, ...]:
     if isinstance(value, str | int):
         return (value,)
     return tuple(v for v in value if v is not None)
+
+
+def _anyone(sid: str) -> str | Owner:
+    return Owner.ANY
 
 
 def _as_args(data: Any) -> list[Any]:
@@ -181,6 +188,8 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         self.refused: Counter[str] = Counter()  # external messages, by "source/reason"
         self.sources: list[ExternalSource] = []
         self.fanout_skipped = 0  # local recipients gone between selection and send
+        # Connection-state recovery (worker.recovery): set by RecoveryAgent.install.
+        self.recovery: RecoveryAgent | None = None
 
     # Lifecycle
 
@@ -420,6 +429,8 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
     ) -> None:
         new = room is not None and room != sid and room not in self.rooms.get(namespace, {})
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        if self.recovery is not None and room is not None and room != sid:
+            self.recovery.rooms_changed(namespace, sid)  # written through to the store
         if new and self.transport.dynamic_rooms:
             key = room_channel(namespace, (room,))  # type: ignore[arg-type]
             if key is not None:
@@ -428,6 +439,8 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
     def basic_leave_room(self, sid: str, namespace: str, room: Room | None) -> None:
         held = room is not None and room != sid and room in self.rooms.get(namespace, {})
         super().basic_leave_room(sid, namespace, room)
+        if self.recovery is not None and room is not None and room != sid:
+            self.recovery.rooms_changed(namespace, sid)
         if held and self.transport.dynamic_rooms and room not in self.rooms.get(namespace, {}):
             key = room_channel(namespace, (room,))  # type: ignore[arg-type]
             if key is not None:
@@ -438,8 +451,11 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         self, nsp: str, targets: tuple[Room, ...]
     ) -> list[tuple[str | None, tuple[Room, ...]]]:
         """Where a selector must go besides this worker (see :mod:`.delivery`)."""
+        # With recovery a sid may live on another worker than the one that
+        # minted it (it was recovered there): address sids like rooms.
+        owner_of = _anyone if self.recovery is not None else self.transport.owner_of
         deliveries, gone = plan_delivery(
-            targets, self.rooms.get(nsp, {}).get(None, {}), self.transport.owner_of
+            targets, self.rooms.get(nsp, {}).get(None, {}), owner_of
         )
         self.undeliverable += gone
         return [(d.node, d.rooms) for d in deliveries]
@@ -597,6 +613,46 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
         super().basic_disconnect(sid, namespace, **kwargs)
         if eio_sid is not None:
             self._auth.pop((namespace, eio_sid), None)
+        if self.recovery is not None:
+            self.recovery.gone(sid, namespace)
+
+    # Connection-state recovery hooks (see worker.recovery.agent)
+
+    async def pre_connect(self, eio_sid: str, namespace: str) -> str | None:
+        recovery = self.recovery
+        if recovery is None:
+            sid: str | None = await super().pre_connect(eio_sid, namespace)
+            return sid
+        sid = recovery.restored_sid(eio_sid, namespace)
+        if sid is not None and self.is_sid_room(namespace, sid):
+            recovery.still_here(namespace, sid)  # its old socket is still on this worker
+            sid = None
+        if sid is None:
+            sid = await super().pre_connect(eio_sid, namespace)
+            if sid is not None:
+                recovery.fresh_sid(namespace, sid, eio_sid)
+            return sid
+        # python-socketio's pre_connect, with the recovered sid instead of a new one.
+        self.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        self.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        self.pending_connect.setdefault(namespace, []).append(sid)
+        return sid
+
+    async def connect(self, sid: str, namespace: str) -> Any:
+        result = await super().connect(sid, namespace)
+        if self.recovery is not None:
+            await self.recovery.connected(result, namespace)
+        return result
+
+    async def deliver_logged(
+        self, event: str, args: list[Any], nsp: str,
+        targets: tuple[Room, ...], exclude: tuple[Room, ...],
+    ) -> None:
+        """A sequenced emit from the master, offset appended: to this worker's sockets."""
+        await self._deliver(event, args, nsp, targets, exclude, None)
+
+    async def deliver_to_sid(self, sid: str, nsp: str, event: str, args: list[Any]) -> None:
+        await super().emit(event, tuple(args), nsp, room=sid)
 
     # Acks across workers
 
@@ -650,6 +706,13 @@ class ClusterManager(AsyncManager):  # type: ignore[misc]
     ) -> None:
         targets = _as_rooms(room)
         exclude = _as_rooms(except_rooms)
+        if self.recovery is not None and callback is None:
+            # Recoverable: the master numbers it and sends it to every worker, us too.
+            try:
+                self.recovery.append(event, args, namespace, targets, exclude)
+            except (TypeError, ValueError) as exc:
+                raise EncodingError(f"cannot encode the emit of {event!r}: {exc}") from None
+            return
         await self._deliver(event, args, namespace, targets, exclude, callback)
         plan = self._plan(namespace, targets)
         for node, rooms in plan:

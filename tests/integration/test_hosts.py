@@ -29,7 +29,14 @@ from tests.clients import disconnect
 from tests.cluster import Cluster, pid_alive, run_cli, start_cluster
 from tests.eio import EIO_PATH, handshake, poll, post, ws_call
 from tests.haproxy import haproxy_round_robin
-from tests.integration.test_js_client import NODE_TIMEOUT_S, node_client, read_line
+from tests.integration.test_js_client import (
+    JS,
+    NODE_TIMEOUT_S,
+    node_client,
+    npm_install,
+    read_line,
+)
+from tests.integration.test_recovery import WINDOW_S, check_everyone_recovered, node, read_json
 from tests.integration.test_storm import SESSIONS, storm
 from tests.redis_server import RedisServer, redis_server_fixture
 from tests.waiting import eventually
@@ -55,14 +62,16 @@ def host_env(redis: RedisServer, host_id: str, channel: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def hosts(redis: RedisServer, tmp_path: Path, ids: tuple[str, ...], channel: str,
-          app: str = "echo_app:app") -> Iterator[list[Cluster]]:
+          app: str = "echo_app:app", extra: dict[str, str] | None = None,
+          workers: int = 1) -> Iterator[list[Cluster]]:
     with contextlib.ExitStack() as stack:
         clusters = []
         for host_id in ids:
             workdir = tmp_path / host_id
             workdir.mkdir()
+            env = {**host_env(redis, host_id, channel), **(extra or {})}
             clusters.append(stack.enter_context(start_cluster(
-                app, workers=1, tmp_path=workdir, env=host_env(redis, host_id, channel))))
+                app, workers=workers, tmp_path=workdir, env=env)))
         for c in clusters:
             eventually(lambda c=c: len(c.status()["hosts"]) == len(ids), timeout_s=10,
                        what="every host listed")
@@ -353,3 +362,40 @@ def test_a_killed_hosts_clients_reconnect_elsewhere_and_its_sids_get_400(
                    timeout_s=8, what="the dead host dropped")
         eventually(lambda: survivor.admin("/health")[1]["status"] == "ok", timeout_s=5,
                    what="/health ok again")
+
+
+def test_a_killed_hosts_clients_recover_on_another_host(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Connection-state recovery across hosts: the session records and the packet log
+    are in Redis, so clients of a host that was SIGKILLed recover, with the same id and
+    nothing missed, on the host the load balancer sends them to next."""
+    npm_install(JS)
+    extra = {"SIOCLUSTER_RECOVERY_MAX_DISCONNECTION_S": str(WINDOW_S)}
+    with hosts(redis_server, tmp_path, ("ra", "rb"), "recover", app="recovery_app:app",
+               extra=extra) as (a, b), \
+            haproxy_round_robin([a.port, b.port], tmp_path) as lb:
+        proc = node("stream", f"http://127.0.0.1:{lb}", "--clients", "12")
+        try:
+            ready = read_json(proc)
+            assert ready["event"] == "ready", ready
+            on = {int(pid): n for pid, n in ready["pids"].items()}
+            victim = a if sum(on.get(p, 0) for p in a.worker_pids()) >= \
+                sum(on.get(p, 0) for p in b.worker_pids()) else b
+            disrupted = sum(on.get(p, 0) for p in victim.worker_pids())
+            victim_pids = victim.worker_pids()
+            os.killpg(victim.proc.pid, signal.SIGKILL)
+            for pid in victim_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            assert proc.stdin is not None
+            proc.stdin.write("finish\n")
+            proc.stdin.flush()
+            done = read_json(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        assert done["event"] == "done", done
+        assert disrupted > 0
+        check_everyone_recovered(done, disrupted, {}, {}, exact=False)

@@ -395,10 +395,17 @@ def _emit_metrics(m: Master) -> Iterable[Metric]:
     yield failed
 
 
-def make_admin_app(master: Master) -> web.Application:
-    token = master.config.admin.token
-    registry = CollectorRegistry()
-    registry.register(_MasterCollector(master))
+def scale_request(body: Any) -> int | None:
+    """The worker count a POST /scale body asks for, or None when it is not valid."""
+    try:
+        workers = int(body["workers"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return workers if 1 <= workers <= 256 else None
+
+
+def _auth_middleware(token: str) -> Any:
+    """Same-origin POSTs only; the bearer token on all but /health and the public pages."""
 
     def authorized(request: web.Request) -> bool:
         if not token:
@@ -419,6 +426,14 @@ def make_admin_app(master: Master) -> web.Application:
             )
         response: web.StreamResponse = await handler(request)
         return response
+
+    return auth
+
+
+def make_admin_app(master: Master) -> web.Application:
+    registry = CollectorRegistry()
+    registry.register(_MasterCollector(master))
+    auth = _auth_middleware(master.config.admin.token)
 
     async def health(_request: web.Request) -> web.Response:
         code, body = evaluate_health(master.handles, master.slots.values(), master.desired,
@@ -444,10 +459,10 @@ def make_admin_app(master: Master) -> web.Application:
     async def scale(request: web.Request) -> web.Response:
         try:
             body = await request.json()
-            workers = int(body["workers"])
-            if not 1 <= workers <= 256:
-                raise ValueError
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            body = None
+        workers = scale_request(body)
+        if workers is None:
             return web.json_response(
                 {"error": 'body must be {"workers": N} with 1 <= N <= 256'}, status=400
             )

@@ -291,20 +291,25 @@ class WorkerRuntime:
         server = self.server
         if server is not None:
             steps.append(("server close", lambda: server.close(timeout_s), timeout_s + 2.0))
-        for name, step, limit in steps:
-            started = time.monotonic()
-            try:
-                await asyncio.wait_for(step(), timeout=limit)
-            except TimeoutError:
-                log.warning("stop: %s did not finish in %.1fs", name, limit)
-            except Exception as exc:
-                log.warning("stop: %s failed: %r", name, exc)
-            else:
-                elapsed = time.monotonic() - started
-                if elapsed > 0.5:
-                    log.info("stop: %s took %.1fs", name, elapsed)
+        await _run_steps(steps)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.msg.socket_path)
+
+
+async def _run_steps(steps: list[tuple[str, Callable[[], Awaitable[Any]], float]]) -> None:
+    """Each stop step in turn, each bounded; one that fails or hangs does not stop the rest."""
+    for name, step, limit in steps:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(step(), timeout=limit)
+        except TimeoutError:
+            log.warning("stop: %s did not finish in %.1fs", name, limit)
+        except Exception as exc:
+            log.warning("stop: %s failed: %r", name, exc)
+        else:
+            elapsed = time.monotonic() - started
+            if elapsed > 0.5:
+                log.info("stop: %s took %.1fs", name, elapsed)
 
 
 async def _heartbeats(
@@ -325,6 +330,106 @@ async def _watch_master(master_pid: int) -> None:
         await asyncio.sleep(1.0)
 
 
+async def _boot_failed(writer: asyncio.StreamWriter, error: str, tb: str) -> None:
+    writer.write(control.encode(control.BootFailed(error=error, traceback=tb)))
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+
+
+async def _boot(msg: control.Configure, writer: asyncio.StreamWriter) -> WorkerRuntime | None:
+    """Load the app and start serving it; None (after telling the master why) if it fails."""
+    config = msg.config
+    client_errors = install_client_error_filter()
+    try:
+        loaded = await load_app(msg.app, factory=config.factory)
+        if problems := check_library_contract(loaded.sio):
+            raise AppLoadError(
+                "siocluster was not built for the installed python-socketio/python-engineio "
+                f"({'; '.join(problems)}); install the versions pinned in its pyproject")
+    except AppLoadError as exc:
+        await _boot_failed(writer, str(exc),
+                           "".join(traceback.format_exception(exc.__cause__ or exc)))
+        return None
+    unify_library_logging()  # the app's server attached engineio's own handler
+    install_json(loaded.sio, fastjson)  # msgspec, unless the app passed json=...
+    runtime = WorkerRuntime(msg, config, loaded)
+    runtime.client_errors = client_errors
+    try:
+        await runtime.start()
+    except Exception as exc:
+        tb = exc.details if isinstance(exc, LifespanFailed) else traceback.format_exc()
+        await _boot_failed(writer, f"worker {msg.slot} could not start app {msg.app!r}: "
+                                   f"{type(exc).__name__}: {exc}", tb)
+        return None
+    return runtime
+
+
+async def _install_recovery(runtime: WorkerRuntime, manager: ClusterManager,
+                            writer: asyncio.StreamWriter) -> None:
+    """Connection-state recovery: the master's store (local), or Redis's (redis)."""
+    config = runtime.config
+
+    def send(message: control.ControlMessage) -> None:
+        writer.write(control.encode(message))
+
+    link: RedisRecoveryLink | None = None
+    if config.adapter.backend == "redis" and isinstance(manager.transport, RedisTransport):
+        link = RedisRecoveryLink(
+            manager.transport.subscriber_client, config.adapter.channel,
+            window_s=config.recovery.max_disconnection_s,
+            max_log_bytes=config.recovery.max_log_bytes,
+            outage_buffer_bytes=config.adapter.outage_buffer_bytes,
+        )
+        send = link.send
+    runtime.recovery = RecoveryAgent(
+        runtime.loaded.sio, manager, send, skip_middlewares=config.recovery.skip_middlewares,
+    )
+    runtime.recovery.install()
+    if link is not None:
+        await link.start(runtime.recovery)
+        runtime.recovery.link = link
+
+
+class _ControlLoop:
+    """What the master says while the worker serves: until Drain, or EOF (master gone)."""
+
+    def __init__(self, runtime: WorkerRuntime, messages: control.MessageReader,
+                 writer: asyncio.StreamWriter) -> None:
+        self.runtime = runtime
+        self.messages = messages
+        self.writer = writer
+        self.drain_timeout = runtime.config.graceful_timeout_s
+        self.drain_spread = 0.0
+        self._emits: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        while True:
+            incoming = await self.messages.next()
+            if incoming is None:
+                log.warning("master is gone; stopping")
+                self.drain_timeout = 1.0
+                return
+            if isinstance(incoming, control.Drain):
+                self.drain_timeout = incoming.timeout_s
+                self.drain_spread = min(incoming.spread_s, max(0.0, incoming.timeout_s / 2))
+                return
+            await self._handle(incoming)
+
+    async def _handle(self, incoming: control.ControlMessage) -> None:
+        runtime = self.runtime
+        if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
+            runtime.master_leases.on_reply(incoming)
+        recovery = runtime.recovery
+        if recovery is not None and isinstance(incoming, control.LogDeliver):
+            await recovery.on_deliver(incoming)
+        elif recovery is not None and isinstance(incoming, control.RestoreReply):
+            recovery.on_restore_reply(incoming)
+        elif isinstance(incoming, control.Emit):
+            task = asyncio.create_task(apply_emit(runtime.loaded.sio, incoming, self.writer))
+            self._emits.add(task)
+            task.add_done_callback(self._emits.discard)
+
+
 async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     sock = socket.socket(fileno=control_fd)
     sock.setblocking(False)
@@ -337,63 +442,16 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
     loop = asyncio.get_running_loop()
 
-    client_errors = install_client_error_filter()
-    try:
-        loaded = await load_app(msg.app, factory=config.factory)
-        if problems := check_library_contract(loaded.sio):
-            raise AppLoadError(
-                "siocluster was not built for the installed python-socketio/python-engineio "
-                f"({'; '.join(problems)}); install the versions pinned in its pyproject")
-    except AppLoadError as exc:
-        tb = "".join(traceback.format_exception(exc.__cause__ or exc))
-        writer.write(control.encode(control.BootFailed(error=str(exc), traceback=tb)))
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+    runtime = await _boot(msg, writer)
+    if runtime is None:
         return control.BOOT_FAILED_EXIT
-
-    unify_library_logging()  # the app's server attached engineio's own handler
-    install_json(loaded.sio, fastjson)  # msgspec, unless the app passed json=...
-    runtime = WorkerRuntime(msg, config, loaded)
-    runtime.client_errors = client_errors
-    try:
-        await runtime.start()
-    except Exception as exc:
-        tb = exc.details if isinstance(exc, LifespanFailed) else traceback.format_exc()
-        error = f"worker {msg.slot} could not start app {msg.app!r}: {type(exc).__name__}: {exc}"
-        writer.write(control.encode(control.BootFailed(error=error, traceback=tb)))
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        return control.BOOT_FAILED_EXIT
-
+    loaded = runtime.loaded
     if config.recovery.enabled and isinstance(runtime.adapter, ClusterManager):
-
-        def send(message: control.ControlMessage) -> None:
-            writer.write(control.encode(message))
-
-        link: RedisRecoveryLink | None = None
-        if config.adapter.backend == "redis" and isinstance(runtime.adapter.transport,
-                                                            RedisTransport):
-            link = RedisRecoveryLink(
-                runtime.adapter.transport.subscriber_client, config.adapter.channel,
-                window_s=config.recovery.max_disconnection_s,
-                max_log_bytes=config.recovery.max_log_bytes,
-                outage_buffer_bytes=config.adapter.outage_buffer_bytes,
-            )
-            send = link.send
-        runtime.recovery = RecoveryAgent(
-            loaded.sio, runtime.adapter, send,
-            skip_middlewares=config.recovery.skip_middlewares,
-        )
-        runtime.recovery.install()
-        if link is not None:
-            await link.start(runtime.recovery)
-            runtime.recovery.link = link
+        await _install_recovery(runtime, runtime.adapter, writer)
     if handoff_fd is not None:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)
         runtime.adopt_handoffs(channel)
-    drain_timeout = config.graceful_timeout_s
-    drain_spread = 0.0
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()
@@ -406,37 +464,10 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     )
     if started_singletons is not None:
         runtime.singletons, runtime.master_leases = started_singletons
-
-    emits: set[asyncio.Task[None]] = set()
-
-    async def read_control() -> None:
-        nonlocal drain_timeout, drain_spread
-        while True:
-            incoming = await messages.next()
-            if incoming is None:
-                log.warning("master is gone; stopping")
-                drain_timeout = 1.0
-                return
-            if isinstance(incoming, control.Drain):
-                drain_timeout = incoming.timeout_s
-                drain_spread = min(incoming.spread_s, max(0.0, incoming.timeout_s / 2))
-                return
-            if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
-                runtime.master_leases.on_reply(incoming)
-            if runtime.recovery is not None:
-                if isinstance(incoming, control.LogDeliver):
-                    await runtime.recovery.on_deliver(incoming)
-                    continue
-                if isinstance(incoming, control.RestoreReply):
-                    runtime.recovery.on_restore_reply(incoming)
-                    continue
-            if isinstance(incoming, control.Emit):
-                task = asyncio.create_task(apply_emit(loaded.sio, incoming, writer))
-                emits.add(task)
-                task.add_done_callback(emits.discard)
+    control_loop = _ControlLoop(runtime, messages, writer)
 
     tasks = [
-        asyncio.create_task(read_control()),
+        asyncio.create_task(control_loop.run()),
         asyncio.create_task(_heartbeats(runtime, writer, config.heartbeat_interval_s)),
         asyncio.create_task(_watch_master(msg.master_pid)),
         asyncio.create_task(runtime.stopping.wait()),
@@ -448,7 +479,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         if not task.cancelled() and task.exception() is not None:
             log.warning("worker loop ended: %r", task.exception())
     started = time.monotonic()
-    await runtime.stop(drain_timeout, drain_spread)
+    await runtime.stop(control_loop.drain_timeout, control_loop.drain_spread)
     log.info("stopped after %.2fs", time.monotonic() - started)
     writer.close()
     return 0

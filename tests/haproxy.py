@@ -71,24 +71,23 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
-    """HAProxy's (v1 port, v2 port), both relaying to ``target_port``."""
+def _haproxy(config_text: str, ports: list[int], workdir: Path, name: str) -> Iterator[None]:
+    """Run haproxy with ``config_text`` until it listens on every one of ``ports``."""
     binary = find_program("haproxy", "haproxy")
     if binary is None:
         missing("haproxy is not installed and cannot be installed")
-    v1, v2 = free_port(), free_port()
-    config = workdir / f"haproxy-{v1}.cfg"
-    config.write_text(_CONFIG.format(v1=v1, v2=v2, target=target_port))
-    log = (workdir / f"haproxy-{v1}.log").open("w")
+    config = workdir / f"haproxy-{name}.cfg"
+    config.write_text(config_text)
+    log = (workdir / f"haproxy-{name}.log").open("w")
     proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
-        while not (_listening(v1) and _listening(v2)):
+        while not all(_listening(port) for port in ports):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start: see {log.name}")
             time.sleep(0.05)
-        yield v1, v2
+        yield
     finally:
         proc.terminate()
         try:
@@ -100,31 +99,20 @@ def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextmanager
+def haproxy_front(target_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    """HAProxy's (v1 port, v2 port), both relaying to ``target_port``."""
+    v1, v2 = free_port(), free_port()
+    with _haproxy(_CONFIG.format(v1=v1, v2=v2, target=target_port), [v1, v2], workdir,
+                  str(v1)):
+        yield v1, v2
+
+
+@contextmanager
 def haproxy_round_robin(ports: list[int], workdir: Path) -> Iterator[int]:
     """HAProxy's port, spreading TCP connections round-robin over ``ports``, no stickiness."""
-    binary = find_program("haproxy", "haproxy")
-    if binary is None:
-        missing("haproxy is not installed and cannot be installed")
     port = free_port()
     servers = "\n".join(f"    server h{i} 127.0.0.1:{p} check inter 500ms fall 1 rise 2"
                         for i, p in enumerate(ports))
-    config = workdir / f"haproxy-rr-{port}.cfg"
-    config.write_text(_ROUND_ROBIN.format(port=port, servers=servers))
-    log = (workdir / f"haproxy-rr-{port}.log").open("w")
-    proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while not _listening(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not start: see {log.name}")
-            time.sleep(0.05)
+    with _haproxy(_ROUND_ROBIN.format(port=port, servers=servers), [port], workdir,
+                  f"rr-{port}"):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-        log.close()

@@ -21,8 +21,10 @@ SESSIONS = int(os.environ.get("SIOCLUSTER_STORM_SESSIONS", "1000"))
 CONCURRENCY = 200
 
 
-async def storm(url: str, path: str = EIO_PATH) -> tuple[list[Any], list[str], set[int]]:
-    connector = aiohttp.TCPConnector(limit=0)
+async def storm(url: str, path: str = EIO_PATH, *,
+                force_close: bool = False) -> tuple[list[Any], list[str], set[int]]:
+    """``force_close``: a new connection for every request (no keep-alive)."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=force_close)
     sockets: list[Any] = []
     failures: list[str] = []
     pids: set[int] = set()

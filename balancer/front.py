@@ -581,8 +581,8 @@ class FrontProtocol(asyncio.Protocol):
                  if n.lower() not in _DROP_REQUEST and n.lower() != FORWARD_HEADER_BYTES]
         head += [b"X-Forwarded-For: " + client.encode("latin-1") + b"\r\n",
                  b"X-Forwarded-Proto: http\r\n",
-                 b.hosts.sign(req.method.decode("latin-1"), req.url.decode("latin-1"),
-                              client) + b"\r\n",
+                 b.hosts.sign(b.directory.host_id, req.method.decode("latin-1"),
+                              req.url.decode("latin-1"), client) + b"\r\n",
                  b"Content-Length: %d\r\n\r\n" % len(body)]
         data = b"".join(head) + body
         stats = b.hosts.stats(decision.host)

@@ -57,7 +57,6 @@ class PeerStats:
 class HostLink:
     """This host's side of forwarding: sign, verify, pool, count."""
 
-    host_id: str
     token: str
     connect_timeout_s: float
     read_timeout_s: float
@@ -65,8 +64,10 @@ class HostLink:
     refused: int = 0  # requests that claimed to be forwards and were not
     _pools: dict[str, UpstreamPool] = field(default_factory=dict)
 
-    def sign(self, method: str, target: str, client: str, client_port: int = 0) -> bytes:
-        value = sign_forward(self.token, self.host_id, time.time(), client, client_port,
+    def sign(self, host_id: str, method: str, target: str, client: str,
+             client_port: int = 0) -> bytes:
+        """The header line by which this host (``host_id``) vouches for ``client``."""
+        value = sign_forward(self.token, host_id, time.time(), client, client_port,
                              method, target)
         return FORWARD_HEADER_BYTES + b": " + value.encode("latin-1")
 

@@ -216,7 +216,7 @@ class Balancer:
         self.stats = BalancerStats()
         # Several hosts: forwarding to the host a sid names (the directory knows
         # this host's id once it has joined the cluster).
-        self.hosts = HostLink("", peer_token, config.connect_timeout_s,
+        self.hosts = HostLink(peer_token, config.connect_timeout_s,
                               config.upstream_timeout_s)
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._sessions: dict[tuple[int, int], aiohttp.ClientSession] = {}
@@ -352,7 +352,6 @@ class Balancer:
         """The peer host to forward to, an answer, or None to serve it here."""
         claimed = request.headers.get(FORWARD_HEADER)
         if claimed is not None:
-            self.hosts.host_id = host_id
             claim = self.hosts.verify(claimed, request.method, request.raw_path)
             if claim is None:
                 log.warning("refused a request claiming to be forwarded by another host, "
@@ -373,9 +372,9 @@ class Balancer:
             self.stats.session_unknown += 1
             return web.Response(status=400, body=SESSION_UNKNOWN.body,
                                 content_type=SESSION_UNKNOWN.content_type)
-        self.hosts.host_id = self.directory.host_id
         client = self.client_address(request)
-        signed = self.hosts.sign(request.method, request.raw_path, client)
+        signed = self.hosts.sign(self.directory.host_id, request.method, request.raw_path,
+                                 client)
         proto = request.scheme
         if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
             self.stats.upgrades += 1

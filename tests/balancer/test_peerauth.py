@@ -49,11 +49,11 @@ def test_token_rules() -> None:
 def test_host_link_signs_a_header_line_and_counts_refusals() -> None:
     from balancer.hostforward import HostLink, split_address
 
-    link = HostLink("h1", TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
-    line = link.sign("GET", TARGET, "203.0.113.7")
+    link = HostLink(TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
+    line = link.sign("h1", "GET", TARGET, "203.0.113.7")
     name, _, value = line.decode().partition(": ")
     assert name == "x-siocluster-forward"
-    other = HostLink("h2", TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
+    other = HostLink(TOKEN, connect_timeout_s=1.0, read_timeout_s=1.0)
     claim = other.verify(value, "GET", TARGET)
     assert claim is not None and claim.from_host == "h1" and claim.client_ip == "203.0.113.7"
     assert other.verify(value, "POST", TARGET) is None and other.refused == 1

@@ -5,7 +5,8 @@ Theory of operation
 
 The sessions and the packet log live in the master (:mod:`.store`); this
 agent wires one worker's python-socketio server to them over the control
-channel, through public hooks and a subclass of the app's packet class:
+channel, through public hooks and a subclass of the app's packet class (the
+patches are in :mod:`.hooks`; the decisions here):
 
 * **pid in the CONNECT reply**: python-socketio builds the reply with
   ``sio.packet_class(CONNECT, {"sid": sid})``; the app's packet class is
@@ -51,7 +52,7 @@ from typing import Any
 import msgspec
 
 from .. import control
-from ..libcontract import server_hook, set_server_hook
+from .hooks import install_hooks
 from .store import Entry, Reason, Room, matches
 
 __all__ = ["RecoveryAgent", "is_recovered"]
@@ -65,7 +66,6 @@ RESTORE_TIMEOUT_S = 10.0
 # an offset to the handler's arguments instead of stripping it.
 PLAIN_USER_AGENT = re.compile(r"^(Python/\S+ aiohttp/|python-requests/)")
 OPT_OUT_KEY = "siocluster_offsets"
-_MARK = "_siocluster_recovery"
 _ENVIRON_KEY = "siocluster.recovered"
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -126,49 +126,31 @@ class RecoveryAgent:
     # Installation
 
     def install(self) -> None:
-        sio = self.sio
-        sio.siocluster_recovery = self
-        sio.packet_class = _packet_class(sio.packet_class, self._pid_for)
+        self.sio.siocluster_recovery = self
+        install_hooks(self.sio, self)
         self.manager.recovery = self
-        original_connect = server_hook(sio, "_handle_connect")
-        if not getattr(original_connect, _MARK, False):
 
-            async def handle_connect(eio_sid: str, namespace: str | None, data: Any) -> Any:
-                nsp = namespace or "/"
-                if self._wants_plain(eio_sid, data):
-                    self._plain_eio.add((nsp, eio_sid))
-                elif isinstance(data, dict) and isinstance(data.get("pid"), str):
-                    await self._ask_restore(eio_sid, nsp, data)
-                try:
-                    return await original_connect(eio_sid, namespace, data)
-                finally:
-                    self._plain_eio.discard((nsp, eio_sid))
-                    self._abandon(nsp, eio_sid)
+    async def before_connect(self, eio_sid: str, nsp: str, auth: Any) -> None:
+        """A CONNECT arrived: ask to restore its session, or note that it wants no offsets."""
+        if self._wants_plain(eio_sid, auth):
+            self._plain_eio.add((nsp, eio_sid))
+        elif isinstance(auth, dict) and isinstance(auth.get("pid"), str):
+            await self._ask_restore(eio_sid, nsp, auth)
 
-            setattr(handle_connect, _MARK, True)
-            set_server_hook(sio, "_handle_connect", handle_connect)
-        original_trigger = server_hook(sio, "_trigger_event")
-        if not getattr(original_trigger, _MARK, False):
+    def after_connect(self, nsp: str, eio_sid: str) -> None:
+        """python-socketio has handled the CONNECT (accepted or not)."""
+        self._plain_eio.discard((nsp, eio_sid))
+        self._abandon(nsp, eio_sid)
 
-            async def trigger_event(event: str, namespace: str, *args: Any) -> Any:
-                nsp = namespace or "/"
-                if event == "connect" and args:
-                    pending = self._by_sid.get((nsp, args[0]))
-                    if pending is not None and self.skip_middlewares:
-                        return True  # Node's skipMiddlewares: the handler is not run again
-                elif event == "disconnect" and len(args) >= 2:
-                    self._reasons[(nsp, args[0])] = str(args[1])
-                return await original_trigger(event, namespace, *args)
-
-            setattr(trigger_event, _MARK, True)
-            set_server_hook(sio, "_trigger_event", trigger_event)
-        original_save = sio.save_session
-
-        async def save_session(sid: str, session: Any, namespace: str | None = None) -> None:
-            await original_save(sid, session, namespace=namespace)
-            self._session_saved(namespace or "/", sid, session)
-
-        sio.save_session = save_session
+    def skips_event(self, event: str, nsp: str, args: tuple[Any, ...]) -> bool:
+        """Whether the app's handler is skipped; notes why a socket disconnects."""
+        if event == "connect" and args:
+            pending = self._by_sid.get((nsp, args[0]))
+            if pending is not None and self.skip_middlewares:
+                return True
+        elif event == "disconnect" and len(args) >= 2:
+            self._reasons[(nsp, args[0])] = str(args[1])
+        return False
 
     def _wants_plain(self, eio_sid: str, auth: Any) -> bool:
         if isinstance(auth, dict) and OPT_OUT_KEY in auth:
@@ -178,7 +160,7 @@ class RecoveryAgent:
 
     # Packets: pid in the CONNECT reply
 
-    def _pid_for(self, nsp: str, sid: str) -> str | None:
+    def pid_for(self, nsp: str, sid: str) -> str | None:
         return self.pids.get((nsp, sid))
 
     # Restore
@@ -321,7 +303,7 @@ class RecoveryAgent:
 
     # Session state, write-through
 
-    def _session_saved(self, nsp: str, sid: str, session: Any) -> None:
+    def session_saved(self, nsp: str, sid: str, session: Any) -> None:
         key = (nsp, sid)
         if key not in self.pids:
             return
@@ -398,26 +380,3 @@ def _order(offset: str) -> tuple[str, int] | None:
         return None
     return (head.rjust(20, "0"), int(seq))
 
-
-def _packet_class(base: type[Any], pid_for: Callable[[str, str], str | None]) -> type[Any]:
-    """The app's packet class, adding ``pid`` to the CONNECT reply of a known session."""
-    from socketio import packet as sio_packet
-
-    if getattr(base, _MARK, False):
-        return base
-    connect = sio_packet.CONNECT
-
-    class RecoveryPacket(base):  # type: ignore[misc]
-        def __init__(self, packet_type: int = sio_packet.EVENT, data: Any = None,
-                     namespace: str | None = None, id: Any = None, binary: Any = None,
-                     encoded_packet: Any = None) -> None:
-            if packet_type == connect and isinstance(data, dict) and "sid" in data:
-                pid = pid_for(namespace or "/", data["sid"])
-                if pid is not None:
-                    data = {**data, "pid": pid}
-            super().__init__(packet_type, data, namespace=namespace, id=id, binary=binary,
-                             encoded_packet=encoded_packet)
-
-    setattr(RecoveryPacket, _MARK, True)
-    RecoveryPacket.__name__ = f"Recovery{base.__name__}"
-    return RecoveryPacket

@@ -8,7 +8,7 @@ import sys
 
 import uvloop
 
-from .server import run_worker
+from .main import run_worker
 
 
 def main() -> int:

@@ -1,22 +1,23 @@
-"""One worker: the user's Socket.IO app on a private Unix socket, on uvloop.
+"""One worker's runtime: the user's Socket.IO app on a private Unix socket.
 
 The app is served by an :class:`~worker.serving.AppServer`: aiohttp for
 aiohttp apps, uvicorn's protocols for ASGI apps; the runtime below does not
 know which.
 
-Lifecycle, owned by :class:`WorkerRuntime`:
+:class:`WorkerRuntime` owns the lifecycle of a booted app (the process around
+it, from the control socket to the exit, is :mod:`worker.main`):
 
-1. read :class:`~worker.control.Configure` from the control socket;
-2. import the app; on failure send :class:`BootFailed` and exit with
-   :data:`BOOT_FAILED_EXIT` so the master stops instead of respawning;
-3. make Engine.IO mint routable sids, trust the master's X-Forwarded-* headers,
-   install the cross-worker adapter and subscribe it, run the app's own
-   startup (aiohttp's on_startup, the ASGI lifespan), listen;
-4. send :class:`Ready`, then a :class:`Heartbeat` from the event loop;
-5. stop on :class:`Drain`, SIGTERM, or EOF on the control socket (the master is
-   gone): close every Engine.IO session so clients reconnect elsewhere, then
-   close the server, whose last step is the app's own shutdown.
-   :meth:`WorkerRuntime.stop` is the one place that order is written.
+1. :meth:`WorkerRuntime.start`: make Engine.IO mint routable sids, trust the
+   master's X-Forwarded-* headers, install the cross-worker adapter and
+   subscribe it, run the app's own startup (aiohttp's on_startup, the ASGI
+   lifespan), listen;
+2. :meth:`WorkerRuntime.adopt_handoffs`: take the client sockets the master
+   hands over;
+3. :meth:`WorkerRuntime.ready_message` and :meth:`WorkerRuntime.heartbeat`:
+   what the master hears of it;
+4. :meth:`WorkerRuntime.stop`, the one place the stop order is written: close
+   every Engine.IO session so clients reconnect elsewhere, then close the
+   server, whose last step is the app's own shutdown.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ import contextlib
 import inspect
 import logging
 import os
-import signal
 import socket
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,29 +37,22 @@ from balancer.forwarding import TrustedProxies
 from balancer.handoff import decode_handoff
 from balancer.sid import mint_sid
 
-from . import control, fastjson
-from .adapter import AdapterHandle, ClusterManager, install_adapter
-from .adapter.redis_backend import RedisTransport
+from . import control
+from .adapter import AdapterHandle, install_adapter
 from .admin_ui import ClusterAdmin
-from .app_loader import LoadedApp, load_app
+from .app_loader import LoadedApp
 from .config import WorkerConfig
 from .drain import UPGRADE_GRACE_S, close_session, close_spread
-from .emit import apply_emit
-from .exceptions import AppLoadError
 from .guards import Guards, install_guards
-from .libcontract import check as check_library_contract
-from .libcontract import driver_table, install_json, replace_driver_table
-from .lifespan import LifespanFailed
-from .logfilter import ClientErrorFilter, install_client_error_filter, unify_library_logging
-from .logs import configure_logging
+from .libcontract import driver_table, replace_driver_table
+from .logfilter import ClientErrorFilter
 from .outbound import install_outbound_queues
 from .recovery.agent import RecoveryAgent
-from .recovery.redis_store import RedisRecoveryLink
 from .serving import AppServer, build_server
-from .singleton_runner import MasterLeases, SingletonRunner, start_singletons
+from .singleton_runner import MasterLeases, SingletonRunner
 from .sweep import drop_closed
 
-__all__ = ["WorkerRuntime", "run_worker"]
+__all__ = ["WorkerRuntime"]
 
 log = logging.getLogger("siocluster.worker")
 
@@ -310,176 +302,3 @@ async def _run_steps(steps: list[tuple[str, Callable[[], Awaitable[Any]], float]
             elapsed = time.monotonic() - started
             if elapsed > 0.5:
                 log.info("stop: %s took %.1fs", name, elapsed)
-
-
-async def _heartbeats(
-    runtime: WorkerRuntime, writer: asyncio.StreamWriter, interval: float
-) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        started = loop.time()
-        await asyncio.sleep(interval)
-        lag = max(0.0, loop.time() - started - interval)
-        writer.write(control.encode(runtime.heartbeat(lag)))
-        await writer.drain()
-
-
-async def _watch_master(master_pid: int) -> None:
-    """Backup for control-socket EOF: notice being re-parented."""
-    while os.getppid() == master_pid:
-        await asyncio.sleep(1.0)
-
-
-async def _boot_failed(writer: asyncio.StreamWriter, error: str, tb: str) -> None:
-    writer.write(control.encode(control.BootFailed(error=error, traceback=tb)))
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()
-
-
-async def _boot(msg: control.Configure, writer: asyncio.StreamWriter) -> WorkerRuntime | None:
-    """Load the app and start serving it; None (after telling the master why) if it fails."""
-    config = msg.config
-    client_errors = install_client_error_filter()
-    try:
-        loaded = await load_app(msg.app, factory=config.factory)
-        if problems := check_library_contract(loaded.sio):
-            raise AppLoadError(
-                "siocluster was not built for the installed python-socketio/python-engineio "
-                f"({'; '.join(problems)}); install the versions pinned in its pyproject")
-    except AppLoadError as exc:
-        await _boot_failed(writer, str(exc),
-                           "".join(traceback.format_exception(exc.__cause__ or exc)))
-        return None
-    unify_library_logging()  # the app's server attached engineio's own handler
-    install_json(loaded.sio, fastjson)  # msgspec, unless the app passed json=...
-    runtime = WorkerRuntime(msg, config, loaded)
-    runtime.client_errors = client_errors
-    try:
-        await runtime.start()
-    except Exception as exc:
-        tb = exc.details if isinstance(exc, LifespanFailed) else traceback.format_exc()
-        await _boot_failed(writer, f"worker {msg.slot} could not start app {msg.app!r}: "
-                                   f"{type(exc).__name__}: {exc}", tb)
-        return None
-    return runtime
-
-
-async def _install_recovery(runtime: WorkerRuntime, manager: ClusterManager,
-                            writer: asyncio.StreamWriter) -> None:
-    """Connection-state recovery: the master's store (local), or Redis's (redis)."""
-    config = runtime.config
-
-    def send(message: control.ControlMessage) -> None:
-        writer.write(control.encode(message))
-
-    link: RedisRecoveryLink | None = None
-    if config.adapter.backend == "redis" and isinstance(manager.transport, RedisTransport):
-        link = RedisRecoveryLink(
-            manager.transport.subscriber_client, config.adapter.channel,
-            window_s=config.recovery.max_disconnection_s,
-            max_log_bytes=config.recovery.max_log_bytes,
-            outage_buffer_bytes=config.adapter.outage_buffer_bytes,
-        )
-        send = link.send
-    runtime.recovery = RecoveryAgent(
-        runtime.loaded.sio, manager, send, skip_middlewares=config.recovery.skip_middlewares,
-    )
-    runtime.recovery.install()
-    if link is not None:
-        await link.start(runtime.recovery)
-        runtime.recovery.link = link
-
-
-class _ControlLoop:
-    """What the master says while the worker serves: until Drain, or EOF (master gone)."""
-
-    def __init__(self, runtime: WorkerRuntime, messages: control.MessageReader,
-                 writer: asyncio.StreamWriter) -> None:
-        self.runtime = runtime
-        self.messages = messages
-        self.writer = writer
-        self.drain_timeout = runtime.config.graceful_timeout_s
-        self.drain_spread = 0.0
-        self._emits: set[asyncio.Task[None]] = set()
-
-    async def run(self) -> None:
-        while True:
-            incoming = await self.messages.next()
-            if incoming is None:
-                log.warning("master is gone; stopping")
-                self.drain_timeout = 1.0
-                return
-            if isinstance(incoming, control.Drain):
-                self.drain_timeout = incoming.timeout_s
-                self.drain_spread = min(incoming.spread_s, max(0.0, incoming.timeout_s / 2))
-                return
-            await self._handle(incoming)
-
-    async def _handle(self, incoming: control.ControlMessage) -> None:
-        runtime = self.runtime
-        if isinstance(incoming, control.LeaseReply) and runtime.master_leases is not None:
-            runtime.master_leases.on_reply(incoming)
-        recovery = runtime.recovery
-        if recovery is not None and isinstance(incoming, control.LogDeliver):
-            await recovery.on_deliver(incoming)
-        elif recovery is not None and isinstance(incoming, control.RestoreReply):
-            recovery.on_restore_reply(incoming)
-        elif isinstance(incoming, control.Emit):
-            task = asyncio.create_task(apply_emit(runtime.loaded.sio, incoming, self.writer))
-            self._emits.add(task)
-            task.add_done_callback(self._emits.discard)
-
-
-async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
-    sock = socket.socket(fileno=control_fd)
-    sock.setblocking(False)
-    reader, writer = await asyncio.open_unix_connection(sock=sock)
-    messages = control.MessageReader(reader)
-    msg = await messages.next()
-    if not isinstance(msg, control.Configure):
-        return 1
-    config = msg.config  # typed and checked by msgspec on the way in
-    configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
-    loop = asyncio.get_running_loop()
-
-    runtime = await _boot(msg, writer)
-    if runtime is None:
-        return control.BOOT_FAILED_EXIT
-    loaded = runtime.loaded
-    if config.recovery.enabled and isinstance(runtime.adapter, ClusterManager):
-        await _install_recovery(runtime, runtime.adapter, writer)
-    if handoff_fd is not None:
-        channel = socket.socket(fileno=handoff_fd)
-        channel.setblocking(False)
-        runtime.adopt_handoffs(channel)
-    loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
-    writer.write(control.encode(runtime.ready_message()))
-    await writer.drain()
-    log.info("serving %s on %s", msg.app, msg.socket_path)
-    started_singletons = start_singletons(
-        loaded.sio, writer, backend_name=config.adapter.backend,
-        redis_url=config.adapter.redis_url, channel=config.adapter.channel,
-        lease_s=config.singleton_lease_s,
-        heartbeat_s=config.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
-    )
-    if started_singletons is not None:
-        runtime.singletons, runtime.master_leases = started_singletons
-    control_loop = _ControlLoop(runtime, messages, writer)
-
-    tasks = [
-        asyncio.create_task(control_loop.run()),
-        asyncio.create_task(_heartbeats(runtime, writer, config.heartbeat_interval_s)),
-        asyncio.create_task(_watch_master(msg.master_pid)),
-        asyncio.create_task(runtime.stopping.wait()),
-    ]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("worker loop ended: %r", task.exception())
-    started = time.monotonic()
-    await runtime.stop(control_loop.drain_timeout, control_loop.drain_spread)
-    log.info("stopped after %.2fs", time.monotonic() - started)
-    writer.close()
-    return 0

@@ -8,35 +8,13 @@ at once instead of blocking their loop on redis-py's retries.
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 
-from .adapter.redis_url import DirectSpec, parse_redis_url
+from .adapter.redis_connect import connect
+from .adapter.redis_url import parse_redis_url
 
 __all__ = ["redis_client"]
 
 
 def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    common: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "socket_keepalive": True,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    spec = parse_redis_url(url)
-    if isinstance(spec, DirectSpec):
-        return aioredis.Redis.from_url(spec.url, **common)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(spec.sentinels),
-        sentinel_kwargs={"password": spec.sentinel_password,
-                         "socket_connect_timeout": timeout_s},
-    )
-    client: aioredis.Redis = sentinel.master_for(
-        spec.service_name, db=spec.db, username=spec.username, password=spec.password,
-        ssl=spec.ssl, **common,
-    )
-    return client
+    return connect(parse_redis_url(url), socket_timeout_s=timeout_s, connect_timeout_s=timeout_s)

@@ -38,11 +38,10 @@ Several hosts, one cluster (``host`` given): the node id is the sid's own
 prefix, ``<host>-<slot>.<generation>``, so an emit to a remote sid goes to its
 owner's channel alone; and rooms are dynamic (:mod:`.delivery`): an emit to
 one room goes to ``<channel>#r#<nsp>#<room>``, which a worker subscribes to
-while it holds that room.  Subscriptions change in the listen loop's
-connection, from one task that reconciles what is wanted with what is
-subscribed; after a reconnect every wanted room is subscribed again.  A
-publish to a room channel that reached nobody is not undeliverable: nobody
-held the room.
+while it holds that room (:mod:`.redis_rooms`).  A publish to a room channel
+that reached nobody is not undeliverable: nobody held the room.
+
+Connections come from :mod:`.redis_connect` (direct or through Sentinel).
 """
 
 from __future__ import annotations
@@ -56,15 +55,14 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from balancer.sid import parse_sid
 
 from .buffer import OutageBuffer
 from .outage import Outages
+from .redis_connect import connect, publish, subscribers, use_sharded
+from .redis_rooms import RoomSubscriptions
 from .redis_url import DirectSpec, SentinelSpec, parse_redis_url
 from .transport import AdapterState, Owner, TransportEvents
 
@@ -107,12 +105,9 @@ class RedisTransport:
             self.node = f"{host}-{slot:x}.{generation:x}"
         else:
             self.node = f"{slot:x}.{generation:x}.{secrets.token_hex(4)}"
-        self._rooms_wanted: set[str] = set()
-        self._rooms_subscribed: set[str] = set()
-        self._rooms_changed = asyncio.Event()
-        self._pubsub: Any = None
         self.channel = channel
         self.direct_channel = self.channel_for(self.node)
+        self.rooms = RoomSubscriptions(self.channel_for)
         self.buffer = OutageBuffer(max_age_s=outage_buffer_s, max_bytes=outage_buffer_bytes)
         self.outage = Outages("redis", self.buffer, log)
         self.connect_timeout_s = connect_timeout_s
@@ -183,39 +178,10 @@ class RedisTransport:
         return self._client()
 
     def _client(self, *, publisher: bool = False) -> aioredis.Redis:
-        common: dict[str, Any] = {
-            # A publish must not hang on a silently dead connection; the
-            # subscriber legitimately waits forever for the next message.
-            "socket_timeout": 5 * self.connect_timeout_s if publisher else None,
-            "socket_connect_timeout": self.connect_timeout_s,
-            "socket_keepalive": True,
-            "retry": Retry(NoBackoff(), 0),
-        }
-        spec = self.spec
-        if isinstance(spec, DirectSpec):
-            return aioredis.Redis.from_url(spec.url, **common)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(spec.sentinels),
-            sentinel_kwargs={
-                "password": spec.sentinel_password,
-                "socket_connect_timeout": self.connect_timeout_s,
-            },
-        )
-        client: aioredis.Redis = sentinel.master_for(
-            spec.service_name, db=spec.db, username=spec.username,
-            password=spec.password, ssl=spec.ssl, **common,
-        )
-        return client
-
-    async def _detect_sharded(self, client: aioredis.Redis) -> bool:
-        if self.sharded_option is not None:
-            return self.sharded_option
-        info = await client.info("server")
-        version = str(info.get("redis_version", "0"))
-        try:
-            return int(version.split(".", 1)[0]) >= 7
-        except ValueError:
-            return False
+        # A publish must not hang on a silently dead connection; the
+        # subscriber legitimately waits forever for the next message.
+        return connect(self.spec, socket_timeout_s=5 * self.connect_timeout_s if publisher
+                       else None, connect_timeout_s=self.connect_timeout_s)
 
     def _backoff(self, current: float) -> float:
         return min(self.backoff_max_s, current * 2) * random.uniform(0.8, 1.2)
@@ -229,7 +195,7 @@ class RedisTransport:
             asyncio.create_task(self._send_forever()),
         ]
         if self.dynamic_rooms:
-            self._tasks.append(asyncio.create_task(self._sync_rooms_forever()))
+            self._tasks.append(asyncio.create_task(self.rooms.sync_forever()))
         try:
             async with asyncio.timeout(self.start_timeout_s):
                 await self._healthy.wait()
@@ -256,16 +222,14 @@ class RedisTransport:
             client = self._client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                sharded = await self._detect_sharded(client)
+                sharded = await use_sharded(client, self.sharded_option)
                 self.sharded = sharded
-                rooms = [self.channel_for(key) for key in sorted(self._rooms_wanted)]
+                rooms = self.rooms.channels_wanted()
                 if sharded:
                     await pubsub.ssubscribe(self.channel, self.direct_channel, *rooms)
                 else:
                     await pubsub.subscribe(self.channel, self.direct_channel, *rooms)
-                self._rooms_subscribed = set(self._rooms_wanted)
-                self._pubsub = pubsub
-                self._rooms_changed.set()
+                self.rooms.attached(pubsub, sharded)
                 self._sub_ok = True
                 self._sub_ready.set()
                 self._wake.set()
@@ -285,8 +249,7 @@ class RedisTransport:
                 log.log(level, "redis listen failed: %r", exc)
             finally:
                 # The publisher's connection probably died too: make it reconnect.
-                self._pubsub = None
-                self._rooms_subscribed = set()
+                self.rooms.detached()
                 self._sub_ok = False
                 self._pub_ok = False
                 self._sub_ready.clear()
@@ -301,39 +264,7 @@ class RedisTransport:
             delay = self._backoff(delay)
 
     def interest(self, key: str, on: bool) -> None:
-        if on:
-            self._rooms_wanted.add(key)
-        else:
-            self._rooms_wanted.discard(key)
-        self._rooms_changed.set()
-
-    async def _sync_rooms_forever(self) -> None:
-        """Make the listen connection's room subscriptions what ``interest`` asked for."""
-        while True:
-            await self._rooms_changed.wait()
-            self._rooms_changed.clear()
-            pubsub = self._pubsub
-            if pubsub is None:
-                continue  # the listen loop subscribes them all when it reconnects
-            add = sorted(self._rooms_wanted - self._rooms_subscribed)
-            drop = sorted(self._rooms_subscribed - self._rooms_wanted)
-            try:
-                if add:
-                    channels = [self.channel_for(k) for k in add]
-                    await (pubsub.ssubscribe if self.sharded else pubsub.subscribe)(*channels)
-                if drop:
-                    channels = [self.channel_for(k) for k in drop]
-                    await (pubsub.sunsubscribe if self.sharded else pubsub.unsubscribe)(*channels)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # The listen loop sees the same broken connection, reconnects and
-                # subscribes to every wanted room then.
-                log.debug("redis room subscription failed: %r", exc)
-                continue
-            if pubsub is self._pubsub:
-                self._rooms_subscribed.update(add)
-                self._rooms_subscribed.difference_update(drop)
+        self.rooms.interest(key, on)
 
     # Sending
 
@@ -405,11 +336,7 @@ class RedisTransport:
         """After an outage, let peers resubscribe before the backlog goes out."""
         deadline = time.monotonic() + self.flush_grace_s
         while time.monotonic() < deadline and self._reach > 1:
-            if self.sharded:
-                counts = await client.pubsub_shardnumsub(self.channel)
-            else:
-                counts = await client.pubsub_numsub(self.channel)
-            if counts and int(counts[0][1]) >= self._reach:
+            if await subscribers(client, self.sharded, self.channel) >= self._reach:
                 return
             await self._send_urgent(client)
             await asyncio.sleep(0.02)
@@ -418,10 +345,7 @@ class RedisTransport:
         urgent, self._urgent = self._urgent, None
         if urgent is not None:
             frame, to = urgent
-            if self.sharded:
-                await client.spublish(self.channel_for(to), frame)
-            else:
-                await client.publish(self.channel_for(to), frame)
+            await publish(client, self.sharded, self.channel_for(to), frame)
 
     async def _flush_batch(self, client: aioredis.Redis) -> None:
         batch = self.buffer.peek(_BATCH)
@@ -429,11 +353,7 @@ class RedisTransport:
             return
         pipe = client.pipeline(transaction=False)
         for item in batch:
-            channel = self.channel_for(item.to)
-            if self.sharded:
-                pipe.spublish(channel, item.frame)
-            else:
-                pipe.publish(channel, item.frame)
+            publish(pipe, self.sharded, self.channel_for(item.to), item.frame)
         results = await pipe.execute()
         self.buffer.commit(len(batch))
         self.sent += len(batch)
@@ -456,7 +376,7 @@ class RedisTransport:
     def status(self) -> dict[str, Any]:
         return {
             "sharded": self.sharded,
-            "rooms_subscribed": len(self._rooms_subscribed),
+            "rooms_subscribed": len(self.rooms.subscribed),
             "transport_sent": self.sent,
             "undeliverable_remote": self.undeliverable,
             "transport_errors": self.errors,
@@ -468,4 +388,3 @@ class RedisTransport:
             "outages": self.outage.outages,
             "reconnects": self.outage.reconnects,
         }
-

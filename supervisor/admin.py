@@ -71,7 +71,7 @@ def evaluate_health(
         elif record.parked is WorkerState.BACKOFF:
             reasons.append(f"slot {record.slot} in backoff: {record.failure_reason}")
     for h in handles:
-        state = h.adapter.get("state")
+        state = h.adapter.state if h.adapter is not None else None
         if h.state is WorkerState.READY and state not in (None, "connected", "disabled"):
             reasons.append(f"worker {h.slot} adapter {state}")
     reasons += fd_pressure(fds)
@@ -126,7 +126,8 @@ def status_document(master: Master) -> dict[str, Any]:
     _code, health = evaluate_health(master.handles, master.slots.values(), master.desired,
                                     master.fd_usage(), _host_reasons(master))
     adapters = [
-        {"slot": h.slot, "pid": h.pid, **h.adapter} for h in master.handles if h.adapter
+        {"slot": h.slot, "pid": h.pid, **h.adapter.document()} for h in master.handles
+        if h.adapter is not None
     ]
     return {
         "app": master.app,
@@ -261,7 +262,7 @@ class _MasterCollector(Collector):
             for kind, count in sorted(h.guards.items()):
                 guards.add_metric([str(h.slot), kind], count)
             messages.add_metric([str(h.slot)], h.messages_total)
-            for key, value in h.adapter.items():
+            for key, value in (h.adapter.gauges() if h.adapter is not None else {}).items():
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     family = adapter.setdefault(key, GaugeMetricFamily(
                         f"siocluster_adapter_{key}", f"Cross-worker adapter: {key}",

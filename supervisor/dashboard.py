@@ -147,8 +147,8 @@ class Dashboard:
         stats = m.balancer.stats
         return Observation(
             guards={(h.slot, h.generation): dict(h.guards) for h in m.handles},
-            adapters={(h.slot, h.generation): h.adapter.get("state") for h in m.handles
-                      if h.adapter},
+            adapters={(h.slot, h.generation): h.adapter.state for h in m.handles
+                      if h.adapter is not None},
             backend=m.config.adapter.backend,
             balancer={"rate_limited": stats.rate_limited,
                       "session_limited": stats.session_limited,

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.control import AdapterStatus
+
 from .policy import ExitCause
 from .process import WorkerProcess
 from .state import WorkerState, check_transition
@@ -41,7 +43,7 @@ class WorkerHandle:
     loop_lag_s: float = 0.0
     messages_total: int = 0
     guards: dict[str, int] = field(default_factory=dict)
-    adapter: dict[str, Any] = field(default_factory=dict)
+    adapter: AdapterStatus | None = None  # from the last heartbeat
     emits: dict[str, int] = field(default_factory=dict)
     external_refused: dict[str, int] = field(default_factory=dict)
     recovery: dict[str, int] = field(default_factory=dict)

@@ -27,6 +27,7 @@ import asyncio
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from .config import WorkerConfig
 from .framing import FrameDecoder as _Frames
@@ -34,12 +35,15 @@ from .framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 
 __all__ = [
     "BOOT_FAILED_EXIT",
+    "AdapterFigures",
+    "AdapterStatus",
     "BootFailed",
     "Configure",
     "ControlMessage",
     "Drain",
     "Emit",
     "EmitDone",
+    "ExternalStatus",
     "FrameDecoder",
     "FrameError",
     "Heartbeat",
@@ -56,6 +60,7 @@ __all__ = [
     "SessionClosed",
     "SessionState",
     "SingletonReport",
+    "TransportStatus",
     "decode",
     "encode",
 ]
@@ -135,12 +140,105 @@ class LeaseRelease(msgspec.Struct, tag="lease_release", frozen=True):
     token: int
 
 
+class TransportStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A cross-worker transport's own figures (``transport`` in /status).
+
+    Each backend fills the fields it has; the others stay unset and are left
+    out of /status.
+    """
+
+    sharded: bool | UnsetType | None = UNSET  # redis: sharded pub/sub (None: not known yet)
+    rooms_subscribed: int | UnsetType = UNSET  # redis: dynamic room channels held
+    peers_connected: int | UnsetType = UNSET  # local: streams open to peers
+    transport_sent: int
+    transport_dropped: int | UnsetType = UNSET  # local
+    undeliverable_remote: int | UnsetType = UNSET  # redis, amqp: directed, reached nobody
+    transport_errors: int
+    buffered: int | UnsetType = UNSET  # redis, amqp: frames waiting in the outage buffer
+    buffered_bytes: int
+    overflowed: int | UnsetType = UNSET
+    overflowed_bytes: int | UnsetType = UNSET
+    expired: int | UnsetType = UNSET
+    outages: int | UnsetType = UNSET
+    reconnects: int | UnsetType = UNSET
+
+    def count(self, name: str) -> int:
+        """A figure by name, 0 when this backend does not report it."""
+        value = getattr(self, name)
+        return value if isinstance(value, int) else 0
+
+
+class ExternalStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A way in from outside the cluster (``external`` in /status), by source name."""
+
+    channel: str | UnsetType = UNSET  # redis-emitter: the pub/sub channel
+    queue: str | UnsetType = UNSET  # amqp: the emit queue
+    state: str  # connected, degraded (amqp: also waiting)
+    error: str | UnsetType = UNSET  # amqp: the last connection error
+    received: int
+    errors: int
+    reconnects: int
+
+
+class AdapterFigures(msgspec.Struct, frozen=True):
+    """What a running cross-worker adapter reports.  Each int becomes a gauge
+    ``siocluster_adapter_<name>`` per worker slot on /metrics."""
+
+    node: str
+    peers: list[str]
+    server_count: int
+    sent: int
+    received: int
+    heartbeats_sent: int
+    heartbeats_received: int
+    dropped: int
+    undeliverable: int
+    duplicates: int
+    lost: int
+    skipped: int
+    errors: int
+    handler_errors: int
+    requests_pending: int
+    requests_timed_out: int
+    buffered_bytes: int
+    transport: TransportStatus
+    external: dict[str, ExternalStatus]
+    emits: dict[str, int]  # by source: internal, http, redis-emitter, amqp
+    external_refused: dict[str, int]  # by "source/reason"
+
+
+class AdapterStatus(msgspec.Struct, frozen=True):
+    """The adapter in a heartbeat: its backend and state, and its figures when it runs
+    (none with ``backend = "none"``, whose state is ``disabled``)."""
+
+    backend: str
+    state: str  # connecting, connected, degraded, closed, disabled
+    figures: AdapterFigures | None = None
+
+    def document(self) -> dict[str, Any]:
+        """The flat object /status shows for this worker's adapter."""
+        flat: dict[str, Any] = {"backend": self.backend, "state": self.state}
+        if self.figures is not None:
+            flat.update(msgspec.to_builtins(self.figures))
+        return flat
+
+    def gauges(self) -> dict[str, int]:
+        """The figures /metrics exports, by name (``siocluster_adapter_<name>``)."""
+        if self.figures is None:
+            return {}
+        return {
+            name: value
+            for name, value in msgspec.structs.asdict(self.figures).items()
+            if isinstance(value, int) and not isinstance(value, bool)
+        }
+
+
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     connections: int
     handshakes_total: int
     loop_lag_s: float
     messages_total: int = 0
-    adapter: dict[str, Any] = {}
+    adapter: AdapterStatus | None = None  # None: no adapter installed (yet)
     guards: dict[str, int] = {}
     # Sessions per client address, for the addresses whose count changed since
     # the last heartbeat (0: none left); only with [limits] max_sessions_per_ip.

@@ -202,18 +202,20 @@ class WorkerRuntime:
         )
 
     def heartbeat(self, lag: float) -> control.Heartbeat:
+        adapter = self.adapter.status() if self.adapter else None
+        figures = adapter.figures if adapter is not None else None
         return control.Heartbeat(
             connections=self.connections(),
             handshakes_total=self.handshakes_total,
             loop_lag_s=round(lag, 4),
             messages_total=self.messages_total,
             guards=self.guard_counters(),
-            adapter=self.adapter.status() if self.adapter else {},
+            adapter=adapter,
             sessions_by_ip=self.session_changes(),
             singletons=self.singletons.report() if self.singletons else {},
-            emits=dict(getattr(self.adapter, "emits", {})),
+            emits=figures.emits if figures is not None else {},
             recovery=self.recovery.status() if self.recovery is not None else {},
-            external_refused=dict(getattr(self.adapter, "refused", {})),
+            external_refused=figures.external_refused if figures is not None else {},
         )
 
     def guard_counters(self) -> dict[str, int]:

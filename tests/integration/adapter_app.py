@@ -171,7 +171,7 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
         elif kind == "server_count":
             result = manager.server_count()
         elif kind == "status":
-            result = handle.status()
+            result = handle.status().document()
         else:
             raise web.HTTPBadRequest(text=f"unknown op {kind}")
         return web.json_response({"result": result})
@@ -186,7 +186,7 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
-    print(f"READY {handle.status().get('node', '-')}", flush=True)
+    print(f"READY {handle.status().document().get('node', '-')}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     import signal

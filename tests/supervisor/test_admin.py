@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from supervisor.admin import evaluate_health
 from supervisor.fdlimit import FdUsage
 from supervisor.handle import SlotRecord, WorkerHandle
 from supervisor.state import WorkerState as S
+from worker.control import AdapterStatus
 
 
-def worker(slot: int, state: S = S.READY, adapter: dict[str, Any] | None = None) -> WorkerHandle:
+def worker(slot: int, state: S = S.READY, adapter: AdapterStatus | None = None) -> WorkerHandle:
     h = WorkerHandle(slot=slot, generation=1, socket_path="", process=None)  # type: ignore[arg-type]
     if state is not S.STARTING:
         h.state = S.READY if state is not S.DRAINING else S.DRAINING
-    h.adapter = adapter or {}
+    h.adapter = adapter
     return h
 
 
@@ -41,7 +40,7 @@ def test_backoff_adapter_and_fds_are_named() -> None:
     backing = SlotRecord(1)
     backing.park(S.BACKOFF, restart_at=9.0, reason="flapping")
     code, body = evaluate_health(
-        [worker(0, adapter={"state": "degraded"})], [SlotRecord(0), backing], 2,
+        [worker(0, adapter=AdapterStatus("redis", "degraded"))], [SlotRecord(0), backing], 2,
         [FdUsage("master", 900, 1000)],
     )
     assert code == 200 and body["status"] == "degraded"

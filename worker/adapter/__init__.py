@@ -31,6 +31,7 @@ import logging
 from typing import Any, Protocol
 
 from ..config import WorkerConfig
+from ..control import AdapterStatus
 from .amqp_backend import AmqpTransport
 from .amqp_emitter import AmqpEmitSource
 from .envelope import Codec
@@ -66,14 +67,14 @@ log = logging.getLogger("siocluster.adapter")
 
 
 class AdapterHandle(Protocol):
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> AdapterStatus: ...
 
     async def close(self) -> None: ...
 
 
 class _NoAdapter:
-    def status(self) -> dict[str, Any]:
-        return {"backend": "none", "state": "disabled"}
+    def status(self) -> AdapterStatus:
+        return AdapterStatus(backend="none", state="disabled")
 
     async def close(self) -> None:
         return None

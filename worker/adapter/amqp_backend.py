@@ -42,7 +42,6 @@ import logging
 import random
 import secrets
 import time
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -53,6 +52,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelClosed, PublishError
 
+from ..control import TransportStatus
 from .buffer import OutageBuffer
 from .outage import Outages
 from .transport import AdapterState, Owner, TransportEvents
@@ -305,16 +305,16 @@ class AmqpTransport:
     def owner_of(self, sid: str) -> str | Owner:
         return Owner.ANY
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "transport_sent": self.sent,
-            "undeliverable_remote": self.undeliverable,
-            "transport_errors": self.errors,
-            "buffered": len(self.buffer),
-            "buffered_bytes": self.buffer.bytes,
-            "overflowed": self.buffer.overflowed,
-            "overflowed_bytes": self.buffer.overflowed_bytes,
-            "expired": self.buffer.expired,
-            "outages": self.outage.outages,
-            "reconnects": self.outage.reconnects,
-        }
+    def status(self) -> TransportStatus:
+        return TransportStatus(
+            transport_sent=self.sent,
+            undeliverable_remote=self.undeliverable,
+            transport_errors=self.errors,
+            buffered=len(self.buffer),
+            buffered_bytes=self.buffer.bytes,
+            overflowed=self.buffer.overflowed,
+            overflowed_bytes=self.buffer.overflowed_bytes,
+            expired=self.buffer.expired,
+            outages=self.outage.outages,
+            reconnects=self.outage.reconnects,
+        )

@@ -47,6 +47,7 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import ChannelClosed
 
+from ..control import ExternalStatus
 from .external import Refused, parse_message
 
 if TYPE_CHECKING:
@@ -128,20 +129,20 @@ class AmqpEmitSource:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ExternalStatus:
         state = "degraded"
         if self.connected.is_set():
             state = "connected"
         elif self.waiting:
             state = "waiting"  # emitter_consume_delay_s after start
-        return {
-            "queue": self.queue_name,
-            "state": state,
-            "error": self.last_error,
-            "received": self.received,
-            "errors": self.errors,
-            "reconnects": self.reconnects,
-        }
+        return ExternalStatus(
+            queue=self.queue_name,
+            state=state,
+            error=self.last_error,
+            received=self.received,
+            errors=self.errors,
+            reconnects=self.reconnects,
+        )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         assert self._manager is not None

@@ -121,5 +121,14 @@ class LocalSockets(AsyncManager):  # type: ignore[misc]
         """Close ``room`` on this worker only."""
         await super().close_room(room, nsp)
 
+    # For connection-state recovery (worker.recovery.agent)
+
+    async def deliver_logged(
+        self, event: str, args: list[Any], nsp: str,
+        targets: tuple[Room, ...], exclude: tuple[Room, ...],
+    ) -> None:
+        """A sequenced emit from the master, offset appended: to this worker's sockets."""
+        await self._deliver(event, args, nsp, targets, exclude, None)
+
     async def deliver_to_sid(self, sid: str, nsp: str, event: str, args: list[Any]) -> None:
         await super().emit(event, tuple(args), nsp, room=sid)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from ..control import ExternalStatus
 from .external import ExternalClose, ExternalEmit, ExternalOp, ExternalRooms, Refused
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class ExternalSource(Protocol):
 
     async def start(self, manager: ClusterManager) -> None: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> ExternalStatus: ...
 
     async def close(self) -> None: ...
 
@@ -60,13 +61,13 @@ class ExternalIntake:
             except Exception as exc:
                 log.warning("closing the %s source failed: %r", source.name, exc)
 
-    def status(self) -> dict[str, dict[str, Any]]:
+    def status(self) -> dict[str, ExternalStatus]:
         return {s.name: s.status() for s in self.sources}
 
     @staticmethod
-    def degraded(external: dict[str, dict[str, Any]]) -> bool:
+    def degraded(external: dict[str, ExternalStatus]) -> bool:
         """Whether a way in from outside is down."""
-        return any(e["state"] == "degraded" for e in external.values())
+        return any(e.state == "degraded" for e in external.values())
 
     def refuse(self, source: str, refused: Refused) -> None:
         key = f"{source}/{refused.reason}"

@@ -36,6 +36,7 @@ from typing import Any
 
 from balancer.sid import parse_sid
 
+from ..control import TransportStatus
 from ..framing import FrameReader, FrameTooLarge, TruncatedFrame, pack
 from .envelope import Envelope, MsgType, parse_header, serialize
 from .exceptions import BackendError, ProtocolError
@@ -305,13 +306,13 @@ class LocalTransport:
             return node
         return Owner.GONE
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "peers_connected": len(self._out),
-            "transport_sent": self.sent,
-            "transport_dropped": self.dropped,
-            "transport_errors": self.errors,
-            "buffered_bytes": sum(
+    def status(self) -> TransportStatus:
+        return TransportStatus(
+            peers_connected=len(self._out),
+            transport_sent=self.sent,
+            transport_dropped=self.dropped,
+            transport_errors=self.errors,
+            buffered_bytes=sum(
                 w.transport.get_write_buffer_size() for w in self._out.values()
             ),
-        }
+        )

@@ -26,30 +26,26 @@ peers that may hold the rest, as the pure delivery plan says
   broadcast whose header lists the rooms, so receivers that hold none of them
   drop it after decoding the header only.
 
-The manager is composed of parts, each in its own module:
-
-* :class:`~.wire.Wire`: frames out and in, with per-stream sequence numbers
-  (:mod:`.sequence`); receivers drop repeats and count gaps;
-* :class:`~.calls.ClusterCalls`: acks of emits to remote sockets (so
-  ``sio.call`` works across workers), requests to every live peer
-  (:meth:`fetch_sockets`, :meth:`server_side_emit_with_ack`) that complete
-  when each has answered or died, or raise
-  :class:`~.exceptions.RequestTimeout` after ``request_timeout_s``;
-* :class:`~.intake.ExternalIntake`: emits from outside the cluster
-  (:meth:`attach_source`, :meth:`apply_external`), counted by source in
-  ``emits``; what is refused is counted in ``refused`` by ``source/reason``.
-
-What stays here is python-socketio's manager surface, the public cluster API
-(Node socket.io adapter parity), the frame dispatch, and the lifecycle.
+It is composed of parts, each in its own module: :class:`~.wire.Wire`
+(frames out and in, per-stream sequence numbers, repeats dropped),
+:class:`~.link.ClusterLink` (heartbeats, peer events, incoming frames),
+:class:`~.calls.ClusterCalls` (acks across workers, so ``sio.call`` works;
+requests to every live peer, :meth:`fetch_sockets` and
+:meth:`server_side_emit_with_ack`, which raise
+:class:`~.exceptions.RequestTimeout` after ``request_timeout_s``) and
+:class:`~.intake.ExternalIntake` (emits from outside the cluster,
+:meth:`attach_source` and :meth:`apply_external`, counted by source).  What
+stays here is python-socketio's manager surface, the public cluster API
+(Node socket.io adapter parity) and the lifecycle.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ..control import AdapterStatus
 from .calls import ClusterCalls, ServerSideHandler, SocketInfo
 from .delivery import Room, anyone, as_args, as_rooms, looks_like_sid, plan_delivery, room_channel
 from .envelope import Codec, MsgType
@@ -59,6 +55,7 @@ from .fanout import LocalSockets
 from .intake import ExternalIntake, ExternalSource
 from .link import ClusterLink
 from .peers import PeerTable
+from .report import adapter_status
 from .transport import AdapterState, Transport
 from .wire import Wire
 
@@ -104,16 +101,6 @@ class ClusterManager(LocalSockets):
         # Connection-state recovery (worker.recovery): set by RecoveryAgent.install.
         self.recovery: RecoveryAgent | None = None
 
-    @property
-    def emits(self) -> Counter[str]:
-        """Emits by source: internal, http, redis-emitter ..."""
-        return self.intake.emits
-
-    @property
-    def refused(self) -> Counter[str]:
-        """External messages refused, by "source/reason"."""
-        return self.intake.refused
-
     # Lifecycle
 
     async def start(self) -> None:
@@ -138,44 +125,9 @@ class ClusterManager(LocalSockets):
         self.calls.requests.cancel_all()
         await self.transport.close()
 
-    def status(self) -> dict[str, Any]:
-        transport = self.transport.status()
-        dropped = (
-            transport.get("transport_dropped", 0)
-            + transport.get("overflowed", 0)
-            + transport.get("expired", 0)
-        )
-        state = self.transport.state.name.lower()
-        external = self.intake.status()
-        if state == "connected" and self.intake.degraded(external):
-            state = "degraded"  # a way in from outside is down: /health says so
-        wire, calls = self.wire, self.calls
-        return {
-            "backend": self.transport.name,
-            "state": state,
-            "node": self.node,
-            "peers": sorted(self.peers.live()),
-            "server_count": self.server_count(),
-            "sent": wire.sent,
-            "received": wire.received,
-            "heartbeats_sent": wire.heartbeats_sent,
-            "heartbeats_received": wire.heartbeats_received,
-            "dropped": dropped,
-            "undeliverable": (self.undeliverable + self.link.undeliverable
-                              + transport.get("undeliverable_remote", 0)),
-            "duplicates": wire.dedupe.duplicates,
-            "lost": wire.dedupe.lost,
-            "skipped": self.link.skipped,
-            "errors": self.link.errors + calls.malformed + transport.get("transport_errors", 0),
-            "handler_errors": calls.handler_errors,
-            "requests_pending": len(calls.requests),
-            "requests_timed_out": calls.timeouts,
-            "buffered_bytes": transport.get("buffered_bytes", 0),
-            "transport": transport,
-            "external": external,
-            "emits": dict(self.emits),
-            "external_refused": dict(self.refused),
-        }
+    def status(self) -> AdapterStatus:
+        """Backend, state and figures, for the heartbeat (see :mod:`.report`)."""
+        return adapter_status(self)
 
     # Sending
 
@@ -241,7 +193,7 @@ class ClusterManager(LocalSockets):
         The sockets on this worker get it directly; the rest through the
         transport.  ``callback`` is called once per client ack.
         """
-        self.emits["internal"] += 1
+        self.intake.emits["internal"] += 1
         await self._broadcast(event, as_args(data), room, namespace, except_rooms, callback)
 
     async def _broadcast(
@@ -445,10 +397,3 @@ class ClusterManager(LocalSockets):
         if self.recovery is not None:
             await self.recovery.connected(result, namespace)
         return result
-
-    async def deliver_logged(
-        self, event: str, args: list[Any], nsp: str,
-        targets: tuple[Room, ...], exclude: tuple[Room, ...],
-    ) -> None:
-        """A sequenced emit from the master, offset appended: to this worker's sockets."""
-        await self._deliver(event, args, nsp, targets, exclude, None)

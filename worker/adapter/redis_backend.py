@@ -52,13 +52,13 @@ import logging
 import random
 import secrets
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from balancer.sid import parse_sid
 
+from ..control import TransportStatus
 from .buffer import OutageBuffer
 from .outage import Outages
 from .redis_connect import connect, publish, subscribers, use_sharded
@@ -373,18 +373,19 @@ class RedisTransport:
             return Owner.ANY
         return f"{owner.host}-{owner.slot:x}.{owner.generation:x}"
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "sharded": self.sharded,
-            "rooms_subscribed": len(self.rooms.subscribed),
-            "transport_sent": self.sent,
-            "undeliverable_remote": self.undeliverable,
-            "transport_errors": self.errors,
-            "buffered": len(self.buffer),
-            "buffered_bytes": self.buffer.bytes,
-            "overflowed": self.buffer.overflowed,
-            "overflowed_bytes": self.buffer.overflowed_bytes,
-            "expired": self.buffer.expired,
-            "outages": self.outage.outages,
-            "reconnects": self.outage.reconnects,
-        }
+    def status(self) -> TransportStatus:
+        return TransportStatus(
+            sharded=self.sharded,
+            rooms_subscribed=len(self.rooms.subscribed),
+            transport_sent=self.sent,
+            undeliverable_remote=self.undeliverable,
+            transport_errors=self.errors,
+            buffered=len(self.buffer),
+            buffered_bytes=self.buffer.bytes,
+            overflowed=self.buffer.overflowed,
+            overflowed_bytes=self.buffer.overflowed_bytes,
+            expired=self.buffer.expired,
+            outages=self.outage.outages,
+            reconnects=self.outage.reconnects,
+        )
+

@@ -25,10 +25,11 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
+from ..control import ExternalStatus
 from .external import Refused, parse_message
 
 if TYPE_CHECKING:
@@ -76,14 +77,14 @@ class RedisEmitterSource:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "channel": self.channel,
-            "state": "connected" if self.subscribed.is_set() else "degraded",
-            "received": self.received,
-            "errors": self.errors,
-            "reconnects": self.reconnects,
-        }
+    def status(self) -> ExternalStatus:
+        return ExternalStatus(
+            channel=self.channel,
+            state="connected" if self.subscribed.is_set() else "degraded",
+            received=self.received,
+            errors=self.errors,
+            reconnects=self.reconnects,
+        )
 
     async def handle(self, raw: bytes) -> None:
         assert self._manager is not None

@@ -11,7 +11,9 @@ appearing and disappearing, and its own state.
 from __future__ import annotations
 
 import enum
-from typing import Any, Protocol
+from typing import Protocol
+
+from ..control import TransportStatus
 
 __all__ = ["AdapterState", "Owner", "Transport", "TransportEvents"]
 
@@ -62,6 +64,6 @@ class Transport(Protocol):
 
     def owner_of(self, sid: str) -> str | Owner: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> TransportStatus: ...
 
     async def close(self) -> None: ...

@@ -37,7 +37,7 @@ def test_mesh_forms_frames_flow_and_death_is_noticed(tmp_path: Path) -> None:
         assert not os.path.exists(b.path)
         await until(lambda: "1.1" in ea.down)
         a.send(frame("0.1", "lost"), "1.1")
-        assert a.status()["transport_dropped"] == 1
+        assert a.status().transport_dropped == 1
         await a.close()
 
     asyncio.run(main())
@@ -49,7 +49,7 @@ def test_late_joiner_and_restart_with_new_generation(tmp_path: Path) -> None:
         events = [Recorder() for _ in nodes]
         for node, ev in zip(nodes, events, strict=True):
             await node.start(ev)
-        await until(lambda: all(n.status()["peers_connected"] == 2 for n in nodes))
+        await until(lambda: all(n.status().peers_connected == 2 for n in nodes))
 
         # Slot 2 crashes: its socket file stays behind, refusing connections.
         crashed = nodes[2]

@@ -43,7 +43,7 @@ def test_broadcast_and_directed(redis_server_factory: Factory, sharded: bool | N
         await until(lambda: len(eb.frames) == 51)
         assert eb.data() == [*range(50), b"\x00bin"]
         assert ea.data(b.node) == []  # a's own broadcasts come back to a; b sent nothing
-        await until(lambda: a.status()["undeliverable_remote"] == 1)
+        await until(lambda: a.status().undeliverable_remote == 1)
         await a.close()
         await b.close()
 
@@ -68,19 +68,19 @@ def test_outage_buffers_in_order_and_counts_overflow(redis_server_factory: Facto
             a.send(frame(a.node, f"during-{i}-" + "x" * 100, seq=i + 2), None)
         a.send(frame(a.node, "hb"), None, bufferable=False)  # heartbeats are not kept
         status = a.status()
-        fitted = status["buffered"]
+        fitted = status.buffered
         assert 0 < fitted < 40
-        assert status["overflowed"] == 40 - fitted
-        assert status["buffered_bytes"] <= 2000
+        assert status.overflowed == 40 - fitted
+        assert status.buffered_bytes <= 2000
 
         server.start()
         await until(lambda: a.state == b.state == AdapterState.CONNECTED, 10)
         await until(lambda: len(eb.frames) == 1 + fitted, 10)
         expected = [f"during-{i}-" + "x" * 100 for i in range(fitted)]
         assert eb.data() == ["before", *expected]
-        assert b.status()["transport_errors"] >= 1
+        assert b.status().transport_errors >= 1
         assert ea.states.count(AdapterState.DEGRADED) == 1
-        assert a.status()["reconnects"] == 1
+        assert a.status().reconnects == 1
         await a.close()
         await b.close()
 
@@ -97,7 +97,7 @@ def test_outage_age_bound(redis_server_factory: Factory) -> None:
         await until(lambda: a.state == AdapterState.DEGRADED)
         a.send(frame(a.node, "stale", seq=1), None)
         await asyncio.sleep(0.8)
-        assert a.status()["expired"] == 1 and a.status()["buffered"] == 0
+        assert a.status().expired == 1 and a.status().buffered == 0
         server.start()
         await until(lambda: a.state == AdapterState.CONNECTED, 10)
         await a.close()
@@ -117,7 +117,7 @@ def test_start_without_redis_is_degraded_then_recovers(redis_server_factory: Fac
         a.send(frame(a.node, "queued", seq=1), None)
         server.start()
         await until(lambda: a.state == AdapterState.CONNECTED, 10)
-        await until(lambda: a.status()["buffered"] == 0)
+        await until(lambda: a.status().buffered == 0)
         await a.close()
 
     asyncio.run(main())

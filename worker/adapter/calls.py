@@ -22,6 +22,9 @@ side answers in :meth:`ClusterCalls.answer_fetch` and
 Handshake data.  python-socketio hands a connection's ``auth`` payload only to
 the connect handler, so :meth:`ClusterCalls.wrap_connect_handler` remembers it
 for :class:`SocketInfo` (a private hook, listed in :mod:`worker.libcontract`).
+A socket travels in a FETCH_RESP frame as a :class:`SocketDescription`
+(a msgspec Struct, checked on the way in); a description that does not fit is
+counted (``errors``) and left out.
 
 The manager owns this object and keeps the public methods (``fetch_sockets``,
 ``on_server_side``, ``server_side_emit``, ``server_side_emit_with_ack``) as
@@ -41,6 +44,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from ..libcontract import server_hook, set_server_hook
 from .delivery import Room
 from .envelope import Header, MsgType, ParsedFrame
@@ -53,10 +58,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ACK_TTL_S",
     "ClusterCalls",
+    "Handshake",
     "ServerSideHandler",
+    "SocketDescription",
     "SocketInfo",
     "describe",
     "flatten_acks",
+    "received_socket",
     "socket_info",
 ]
 
@@ -80,6 +88,28 @@ class SocketInfo:
     node: str  # the worker that holds it
 
 
+class Handshake(msgspec.Struct, frozen=True):
+    """A socket's handshake as :class:`SocketInfo` reports it (``handshake``)."""
+
+    headers: dict[str, str]  # lowercase names
+    query: dict[str, str]
+    address: str | None
+    secure: bool
+    auth: Any  # the CONNECT auth payload, as the client sent it
+
+
+class SocketDescription(msgspec.Struct, frozen=True):
+    """One socket in a FETCH_RESP frame."""
+
+    id: str
+    rooms: list[Room]
+    handshake: Handshake
+
+
+# Bytes in an auth payload stay bytes on the way out (the envelope carries them).
+_AS_SENT = (bytes, bytearray, memoryview)
+
+
 @dataclasses.dataclass(slots=True)
 class _RemoteAck:
     callback: Callable[..., Any]
@@ -88,7 +118,9 @@ class _RemoteAck:
     once: bool
 
 
-def describe(sid: str, rooms: list[Room], environ: Mapping[str, Any], auth: Any) -> dict[str, Any]:
+def describe(
+    sid: str, rooms: list[Room], environ: Mapping[str, Any], auth: Any
+) -> SocketDescription:
     """One socket's description as it travels in a FETCH_RESP frame."""
     headers = {
         key[5:].replace("_", "-").lower(): value
@@ -96,25 +128,26 @@ def describe(sid: str, rooms: list[Room], environ: Mapping[str, Any], auth: Any)
         if key.startswith("HTTP_") and isinstance(value, str)
     }
     query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
-    return {
-        "id": sid,
-        "rooms": rooms,
-        "handshake": {
-            "headers": headers,
-            "query": query,
-            "address": environ.get("REMOTE_ADDR"),
-            "secure": environ.get("wsgi.url_scheme") == "https",
-            "auth": auth,
-        },
-    }
-
-
-def socket_info(raw: Any, nsp: str, node: str) -> SocketInfo:
-    """A description back as a :class:`SocketInfo`; raises KeyError/TypeError if malformed."""
-    return SocketInfo(
-        id=raw["id"], namespace=nsp, rooms=tuple(raw["rooms"]),
-        handshake=raw["handshake"], node=node,
+    handshake = Handshake(
+        headers=headers,
+        query=query,
+        address=environ.get("REMOTE_ADDR"),
+        secure=environ.get("wsgi.url_scheme") == "https",
+        auth=auth,
     )
+    return SocketDescription(id=sid, rooms=rooms, handshake=handshake)
+
+
+def socket_info(desc: SocketDescription, nsp: str, node: str) -> SocketInfo:
+    return SocketInfo(
+        id=desc.id, namespace=nsp, rooms=tuple(desc.rooms),
+        handshake=msgspec.structs.asdict(desc.handshake), node=node,
+    )
+
+
+def received_socket(raw: Any, nsp: str, node: str) -> SocketInfo:
+    """A description from a peer as a :class:`SocketInfo`; raises ``msgspec.ValidationError``."""
+    return socket_info(msgspec.convert(raw, SocketDescription), nsp, node)
 
 
 def flatten_acks(replies: dict[str, Any]) -> list[Any]:
@@ -229,7 +262,7 @@ class ClusterCalls:
 
     def answer_fetch(self, header: Header) -> None:
         sockets = [
-            self.describe(header.nsp, sid, eio_sid)
+            msgspec.to_builtins(self.describe(header.nsp, sid, eio_sid), builtin_types=_AS_SENT)
             for sid, eio_sid in self._manager._select(header.nsp, header.rooms, header.exclude)
         ]
         self._manager.wire.send(
@@ -241,8 +274,8 @@ class ClusterCalls:
         for node, sockets in replies.items():
             for raw in sockets or []:
                 try:
-                    out.append(socket_info(raw, nsp, node))
-                except (KeyError, TypeError):
+                    out.append(received_socket(raw, nsp, node))
+                except msgspec.ValidationError:
                     self.malformed += 1
         return out
 
@@ -323,7 +356,7 @@ class ClusterCalls:
     def forget_auth(self, nsp: str, eio_sid: str) -> None:
         self._auth.pop((nsp, eio_sid), None)
 
-    def describe(self, nsp: str, sid: str, eio_sid: str) -> dict[str, Any]:
+    def describe(self, nsp: str, sid: str, eio_sid: str) -> SocketDescription:
         manager = self._manager
         environ: dict[str, Any] = getattr(manager.server, "environ", {}).get(eio_sid, {})
         return describe(sid, manager.get_rooms(sid, nsp), environ, self._auth.get((nsp, eio_sid)))

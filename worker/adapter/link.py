@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from .delivery import holds_any
 from .envelope import MsgType, ParsedFrame
 from .exceptions import ProtocolError
 from .transport import AdapterState
@@ -40,6 +41,7 @@ class ClusterLink:
 
     def __init__(self, manager: ClusterManager) -> None:
         self._manager = manager
+        self._wire = manager.wire
         self.peers = manager.peers
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -97,14 +99,14 @@ class ClusterLink:
 
     def forget_peer(self, node: str) -> None:
         self.peers.forget(node)
-        self._manager.wire.dedupe.forget(node)
+        self._wire.dedupe.forget(node)
         self._manager.calls.peer_gone(node)
 
     async def frame_received(self, frame: bytes) -> None:
         if self.closed:
             return
         try:
-            parsed = self._manager.wire.accept(frame)
+            parsed = self._wire.accept(frame)
             if parsed is None:
                 return
             self.peers.seen(parsed.header.node, time.monotonic())
@@ -128,23 +130,22 @@ class ClusterLink:
             return
         if kind == MsgType.BYE:
             self.forget_peer(header.node)
-        elif kind == MsgType.ACK:
+            return
+        if kind == MsgType.ACK:
             await calls.on_ack(parsed.data())
-        elif kind in (MsgType.FETCH_RESP, MsgType.SSE_RESP):
+            return
+        if kind in (MsgType.FETCH_RESP, MsgType.SSE_RESP):
             calls.requests.reply(header.rid, header.node, parsed.data())
-        elif kind == MsgType.SSE:
+            return
+        if kind == MsgType.SSE:
             self._spawn(calls.on_server_side_frame(parsed))
-        elif kind == MsgType.FETCH_REQ:
+            return
+        if kind == MsgType.FETCH_REQ:
             calls.answer_fetch(header)
-        else:
-            await self._apply_selected(parsed)
-
-    async def _apply_selected(self, parsed: ParsedFrame) -> None:
-        """Selector-addressed operations: skip the body unless we hold a target."""
+            return
+        # Selector-addressed operations: skip the body unless we hold a target.
         manager = self._manager
-        header = parsed.header
-        kind = parsed.type
-        if not manager._holds_any(header.nsp, header.rooms):
+        if not holds_any(manager.rooms.get(header.nsp), header.rooms):
             self.skipped += 1
             if header.to is not None:
                 self.undeliverable += 1

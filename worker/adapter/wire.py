@@ -74,12 +74,16 @@ class Wire:
     def room_key(self, kind: int, nsp: str, to: str | None,
                  rooms: tuple[Room, ...]) -> str | None:
         """The room channel a frame travels on, if any; the same rule on both ends."""
-        return frame_channel(self.transport.dynamic_rooms, kind, nsp, to, rooms)
+        if not self.transport.dynamic_rooms:
+            return None
+        return frame_channel(True, kind, nsp, to, rooms)
 
     def stream_of(self, header: Header) -> str:
         if header.to is not None:
             return DIRECT
-        return self.room_key(header.type, header.nsp, None, header.rooms) or BROADCAST
+        if not self.transport.dynamic_rooms:  # every frame but directed ones: one stream
+            return BROADCAST
+        return frame_channel(True, header.type, header.nsp, None, header.rooms) or BROADCAST
 
     def accept(self, frame: bytes) -> ParsedFrame | None:
         """The frame's parsed header if it is for this worker and new; raises ``ProtocolError``."""

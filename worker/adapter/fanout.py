@@ -21,7 +21,7 @@ from engineio import packet as eio_packet
 from socketio import AsyncManager
 from socketio import packet as sio_packet
 
-from .delivery import Room, holds_any, select
+from .delivery import Room, select
 
 __all__ = ["LocalSockets"]
 
@@ -32,9 +32,6 @@ class LocalSockets(AsyncManager):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.fanout_skipped = 0  # local recipients gone between selection and send
-
-    def _holds_any(self, nsp: str, rooms: tuple[Room, ...]) -> bool:
-        return holds_any(self.rooms.get(nsp), rooms)
 
     def _select(
         self, nsp: str, targets: Iterable[Room], exclude: Iterable[Room], *, connected: bool = True

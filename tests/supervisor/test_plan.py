@@ -14,7 +14,9 @@ from supervisor.plan import (
     StopHard,
     Timeouts,
     WorkerFacts,
+    lease_standing,
     plan,
+    reload_slots,
 )
 from supervisor.policy import ExitCause
 from supervisor.state import WorkerState as S
@@ -103,3 +105,23 @@ def test_a_stopping_worker_leaves_its_slot_to_be_refilled() -> None:
     slots = {0: SlotFacts(0)}
     stopping = WorkerFacts(0, 1, S.DRAINING, stop_cause=ExitCause.HEARTBEAT)
     assert plan(100.0, 1, slots, [stopping], timeouts=T) == [Spawn(0, restart=False)]
+
+
+def test_a_reload_rolls_every_running_slot_below_desired_once_in_order() -> None:
+    workers = [ready(2, 5), ready(0, 1), ready(0, 6),  # slot 0 mid-recycle: listed once
+               WorkerFacts(1, 2, S.DRAINING, stop_cause=ExitCause.SCALE),  # already leaving
+               ready(3, 4)]  # above desired: the trim retires it
+    assert reload_slots(3, workers) == [0, 2]
+    assert reload_slots(3, []) == []
+
+
+def test_lease_standing_serving_and_leaving() -> None:
+    w = ready(0, 1)
+    assert lease_standing(w) == (True, False)
+    assert lease_standing(WorkerFacts(0, 1, S.STARTING)) == (False, False)
+    stopping = WorkerFacts(0, 1, S.READY, stop_cause=ExitCause.RELOAD, last_heartbeat=1.0)
+    assert lease_standing(stopping) == (False, False)
+    assert lease_standing(w, reload_queue=[0]) == (True, True)
+    assert lease_standing(w, recycling={0: (0, 1)}) == (True, True)
+    # The successor of a recycle is not leaving.
+    assert lease_standing(ready(0, 2), recycling={0: (0, 1)}) == (True, False)

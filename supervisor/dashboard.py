@@ -46,7 +46,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from balancer.proxy import LATENCY_BUCKETS_S
+from balancer.stats import LATENCY_BUCKETS_S
 
 from .commands import DrainWorker
 from .events import Event, Observation, observed_changes

@@ -20,7 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from balancer.proxy import LATENCY_BUCKETS_S
+from balancer.stats import LATENCY_BUCKETS_S
 
 from .state import WorkerState
 from .status import recovery_status

@@ -37,112 +37,125 @@ class MasterCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         m = self.master
-        by_state = GaugeMetricFamily(
-            "siocluster_workers", "Worker processes by state", labels=["state"]
-        )
-        for state in WorkerState:
-            count = sum(1 for h in m.handles if h.state is state)
-            count += sum(1 for r in m.slots.values() if r.parked is state)
-            by_state.add_metric([str(state)], count)
-        yield by_state
-        restarts = CounterMetricFamily(
-            "siocluster_worker_restarts", "Worker restarts by cause", labels=["cause"]
-        )
-        for cause, count in sorted(m.restart_causes.items()):
-            restarts.add_metric([str(cause)], count)
-        yield restarts
-        conns = GaugeMetricFamily(
-            "siocluster_connections", "Engine.IO sessions per worker slot", labels=["slot"]
-        )
-        for h in m.handles:
-            conns.add_metric([str(h.slot)], h.connections)
-        yield conns
-        open_fds = GaugeMetricFamily(
-            "siocluster_open_fds", "Open file descriptors", labels=["role", "slot"]
-        )
-        max_fds = GaugeMetricFamily(
-            "siocluster_max_fds", "Open file descriptor limit (soft RLIMIT_NOFILE)",
-            labels=["role", "slot"],
-        )
-        for usage in m.fd_usage():
-            role, _, slot = usage.who.partition(" ")
-            open_fds.add_metric([role, slot], usage.fds)
-            if usage.limit:
-                max_fds.add_metric([role, slot], usage.limit)
-        yield open_fds
-        yield max_fds
-        stats = m.balancer.stats
-        for name, doc, value in (
-            ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
-            ("siocluster_balancer_handshakes", "New sessions routed", stats.handshakes),
-            ("siocluster_balancer_session_unknown", "Stale sids answered 400",
-             stats.session_unknown),
-            ("siocluster_balancer_no_worker", "Requests answered 503", stats.no_worker),
-            ("siocluster_balancer_upstream_errors", "Requests answered 502", stats.upstream_errors),
-            ("siocluster_balancer_upgrades", "WebSocket upgrades", stats.upgrades),
-        ):
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
-            yield counter
-        tunnels = GaugeMetricFamily("siocluster_balancer_tunnels", "WebSocket tunnels open")
-        tunnels.add_metric([], stats.tunnels_active)
-        yield tunnels
-        for name, doc, value in (
-            ("siocluster_balancer_handoffs", "WebSocket sockets passed to workers",
-             stats.handoffs),
-            ("siocluster_balancer_head_timeouts", "Connections closed for a slow head (408)",
-             stats.head_timeouts),
-            ("siocluster_balancer_rate_limited", "New sessions refused by the rate limit (429)",
-             stats.rate_limited),
-            ("siocluster_balancer_body_timeouts",
-             "Requests answered 408 for a body not received within idle_timeout_s",
-             stats.body_timeouts),
-            ("siocluster_balancer_session_limited",
-             "New sessions refused by max_sessions_per_ip (429)", stats.session_limited),
-            ("siocluster_balancer_proxy_protocol_errors",
-             "Connections refused for a missing or bad PROXY header", stats.proxy_protocol_errors),
-        ):
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
-            yield counter
-        latency = HistogramMetricFamily(
-            "siocluster_proxy_request_seconds", "Proxied HTTP request latency", labels=["kind"]
-        )
-        for kind, hist in stats.latency.items():
-            cumulative, buckets = 0, []
-            for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), hist.counts,
-                                    strict=True):
-                cumulative += count
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            latency.add_metric([kind], buckets, hist.total_s)
-        yield latency
-        messages = CounterMetricFamily(
-            "siocluster_messages_received", "Engine.IO messages received, per worker slot",
-            labels=["slot"],
-        )
-        adapter: dict[str, GaugeMetricFamily] = {}
-        guards = CounterMetricFamily(
-            "siocluster_guard_events", "Auth results, rate-limited events and typed-payload "
-            "checks, per worker slot", labels=["slot", "kind"],
-        )
-        for h in m.handles:
-            for kind, count in sorted(h.guards.items()):
-                guards.add_metric([str(h.slot), kind], count)
-            messages.add_metric([str(h.slot)], h.messages_total)
-            for key, value in h.adapter.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    family = adapter.setdefault(key, GaugeMetricFamily(
-                        f"siocluster_adapter_{key}", f"Cross-worker adapter: {key}",
-                        labels=["slot"]))
-                    family.add_metric([str(h.slot)], value)
-        yield messages
-        yield guards
-        yield from adapter.values()
+        yield from _worker_metrics(m)
+        yield from _balancer_metrics(m)
+        yield from _heartbeat_metrics(m)
         yield from _singleton_metrics(m)
         yield from _emit_metrics(m)
         yield from _recovery_metrics(m)
         if m.hosts is not None:
             yield from _host_metrics(m)
+
+
+def _worker_metrics(m: Master) -> Iterable[Metric]:
+    by_state = GaugeMetricFamily(
+        "siocluster_workers", "Worker processes by state", labels=["state"]
+    )
+    for state in WorkerState:
+        count = sum(1 for h in m.handles if h.state is state)
+        count += sum(1 for r in m.slots.values() if r.parked is state)
+        by_state.add_metric([str(state)], count)
+    yield by_state
+    restarts = CounterMetricFamily(
+        "siocluster_worker_restarts", "Worker restarts by cause", labels=["cause"]
+    )
+    for cause, count in sorted(m.restart_causes.items()):
+        restarts.add_metric([str(cause)], count)
+    yield restarts
+    conns = GaugeMetricFamily(
+        "siocluster_connections", "Engine.IO sessions per worker slot", labels=["slot"]
+    )
+    for h in m.handles:
+        conns.add_metric([str(h.slot)], h.connections)
+    yield conns
+    open_fds = GaugeMetricFamily(
+        "siocluster_open_fds", "Open file descriptors", labels=["role", "slot"]
+    )
+    max_fds = GaugeMetricFamily(
+        "siocluster_max_fds", "Open file descriptor limit (soft RLIMIT_NOFILE)",
+        labels=["role", "slot"],
+    )
+    for usage in m.fd_usage():
+        role, _, slot = usage.who.partition(" ")
+        open_fds.add_metric([role, slot], usage.fds)
+        if usage.limit:
+            max_fds.add_metric([role, slot], usage.limit)
+    yield open_fds
+    yield max_fds
+
+
+def _balancer_metrics(m: Master) -> Iterable[Metric]:
+    stats = m.balancer.stats
+    for name, doc, value in (
+        ("siocluster_balancer_requests", "HTTP requests received", stats.requests),
+        ("siocluster_balancer_handshakes", "New sessions routed", stats.handshakes),
+        ("siocluster_balancer_session_unknown", "Stale sids answered 400",
+         stats.session_unknown),
+        ("siocluster_balancer_no_worker", "Requests answered 503", stats.no_worker),
+        ("siocluster_balancer_upstream_errors", "Requests answered 502", stats.upstream_errors),
+        ("siocluster_balancer_upgrades", "WebSocket upgrades", stats.upgrades),
+    ):
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], value)
+        yield counter
+    tunnels = GaugeMetricFamily("siocluster_balancer_tunnels", "WebSocket tunnels open")
+    tunnels.add_metric([], stats.tunnels_active)
+    yield tunnels
+    for name, doc, value in (
+        ("siocluster_balancer_handoffs", "WebSocket sockets passed to workers",
+         stats.handoffs),
+        ("siocluster_balancer_head_timeouts", "Connections closed for a slow head (408)",
+         stats.head_timeouts),
+        ("siocluster_balancer_rate_limited", "New sessions refused by the rate limit (429)",
+         stats.rate_limited),
+        ("siocluster_balancer_body_timeouts",
+         "Requests answered 408 for a body not received within idle_timeout_s",
+         stats.body_timeouts),
+        ("siocluster_balancer_session_limited",
+         "New sessions refused by max_sessions_per_ip (429)", stats.session_limited),
+        ("siocluster_balancer_proxy_protocol_errors",
+         "Connections refused for a missing or bad PROXY header", stats.proxy_protocol_errors),
+    ):
+        counter = CounterMetricFamily(name, doc)
+        counter.add_metric([], value)
+        yield counter
+    latency = HistogramMetricFamily(
+        "siocluster_proxy_request_seconds", "Proxied HTTP request latency", labels=["kind"]
+    )
+    for kind, hist in stats.latency.items():
+        cumulative, buckets = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), hist.counts,
+                                strict=True):
+            cumulative += count
+            buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+        latency.add_metric([kind], buckets, hist.total_s)
+    yield latency
+
+
+def _heartbeat_metrics(m: Master) -> Iterable[Metric]:
+    """What the workers report in their heartbeats, per slot."""
+    messages = CounterMetricFamily(
+        "siocluster_messages_received", "Engine.IO messages received, per worker slot",
+        labels=["slot"],
+    )
+    adapter: dict[str, GaugeMetricFamily] = {}
+    guards = CounterMetricFamily(
+        "siocluster_guard_events", "Auth results, rate-limited events and typed-payload "
+        "checks, per worker slot", labels=["slot", "kind"],
+    )
+    for h in m.handles:
+        for kind, count in sorted(h.guards.items()):
+            guards.add_metric([str(h.slot), kind], count)
+        messages.add_metric([str(h.slot)], h.messages_total)
+        for key, value in h.adapter.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                family = adapter.setdefault(key, GaugeMetricFamily(
+                    f"siocluster_adapter_{key}", f"Cross-worker adapter: {key}",
+                    labels=["slot"]))
+                family.add_metric([str(h.slot)], value)
+    yield messages
+    yield guards
+    yield from adapter.values()
 
 
 def _recovery_metrics(m: Master) -> Iterable[Metric]:

@@ -37,6 +37,7 @@ from .plan import (
     Retire,
     Spawn,
     StopHard,
+    drain_target,
 )
 from .policy import ExitCause
 from .process import spawn_worker
@@ -56,6 +57,10 @@ class WorkerActions:
         self.generation = random.randrange(1 << 16)
         self.recycling: dict[int, WorkerHandle] = {}  # slot -> old handle awaiting its successor
         self.tasks: set[asyncio.Task[Any]] = set()
+
+    def recycling_keys(self) -> dict[int, tuple[int, int]]:
+        """Slot -> (slot, generation) of the old process of each recycle in flight."""
+        return {s: (h.slot, h.generation) for s, h in self.recycling.items()}
 
     def _handle(self, key: tuple[int, int]) -> WorkerHandle:
         return next(h for h in self.master.handles if (h.slot, h.generation) == key)
@@ -158,11 +163,11 @@ class WorkerActions:
     def drain(self, slot: int, pid: int | None) -> None:
         """An operator's drain: the successor starts first, then the worker drains."""
         m = self.master
-        active = [h for h in m.active(slot) if pid is None or h.pid == pid]
-        if not active or slot in self.recycling:
+        target = drain_target(slot, pid, [m.facts(h) for h in m.handles],
+                              recycling=self.recycling_keys())
+        if isinstance(target, str):
             who = f"worker {slot}" + ("" if pid is None else f" pid {pid}")
-            why = "already being replaced" if active else "no such worker"
-            log.info("drain of %s ignored: %s", who, why)
-            m.events.add("drain", f"drain of {who} ignored: {why}", slot=slot)
+            log.info("drain of %s ignored: %s", who, target)
+            m.events.add("drain", f"drain of {who} ignored: {target}", slot=slot)
             return
-        self.recycle(active[-1], ExitCause.DRAIN)
+        self.recycle(self._handle(target), ExitCause.DRAIN)

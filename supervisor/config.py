@@ -66,6 +66,7 @@ __all__ = [
     "keep_restart_only",
     "load_config",
     "parse_advertise",
+    "reloaded",
 ]
 
 
@@ -243,6 +244,17 @@ def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
         if kept:
             sections[section_name] = dataclasses.replace(after, **kept)
     return dataclasses.replace(new, **sections), changed
+
+
+def reloaded(old: Config, new: Config, desired: int) -> tuple[Config, int, list[str]]:
+    """What a reload applies: ``new`` with the restart-only keys kept as in ``old``
+    (:func:`keep_restart_only`, named in the list), and the desired worker count.
+    A runtime scale (TTIN/TTOU, ``siocluster scale``) survives a reload unless
+    the configured worker count itself changed."""
+    new, kept = keep_restart_only(old, new)
+    if new.cluster.workers != old.cluster.workers:
+        desired = new.effective_workers()
+    return new, desired, kept
 
 
 def config_to_dict(config: Config, *, redact: bool = False) -> dict[str, dict[str, Any]]:

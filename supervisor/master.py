@@ -44,7 +44,7 @@ from .actions import WorkerActions
 from .admin import make_admin_app
 from .channel import ControlChannels
 from .commands import SIGNALS, Command, DrainWorker, Reload, Scale, ScaleBy, Stop, scaled
-from .config import Config, keep_restart_only
+from .config import Config, reloaded
 from .directory import MasterDirectory
 from .emit import EmitBody, EmitRelay
 from .events import EventLog
@@ -223,20 +223,16 @@ class Master:
                 self.events.add("reload", f"reload aborted, config unchanged: {exc}",
                                 level="error")
                 return
-            new, kept = keep_restart_only(self.config, new)
+            new, self.desired, kept = reloaded(self.config, new, self.desired)
             if kept:
                 log.warning("reload: %s changed; the master applies that only on a full "
                             "restart, keeping the running values", ", ".join(kept))
-            # A runtime scale (TTIN/TTOU, `siocluster scale`) survives a reload
-            # unless the configured worker count itself changed.
-            if new.cluster.workers != self.config.cluster.workers:
-                self.desired = new.effective_workers()
             self.config = new
         for record in self.slots.values():
             if record.parked is WorkerState.FAILED:
                 record.unpark()
                 record.restart_times = []
-        self.reload_queue = reload_slots(self.desired, [self._facts(h) for h in self.handles])
+        self.reload_queue = reload_slots(self.desired, [self.facts(h) for h in self.handles])
         log.info("rolling reload of %d workers", len(self.reload_queue))
         self.events.add("reload", f"config reloaded; rolling {len(self.reload_queue)} workers")
 
@@ -258,26 +254,25 @@ class Master:
             now,
             self.desired,
             {s: SlotFacts(s, r.parked, r.restart_at_mono) for s, r in self.slots.items()},
-            [self._facts(h) for h in self.handles],
+            [self.facts(h) for h in self.handles],
             reload_queue=self.reload_queue,
-            recycling={s: (h.slot, h.generation) for s, h in self.actions.recycling.items()},
+            recycling=self.actions.recycling_keys(),
             timeouts=Timeouts(self.config.cluster.boot_timeout_s, health.heartbeat_timeout_s),
         )
         for action in actions:
             self.actions.execute(action, now)
 
     @staticmethod
-    def _facts(h: WorkerHandle) -> WorkerFacts:
+    def facts(h: WorkerHandle) -> WorkerFacts:
         return WorkerFacts(h.slot, h.generation, h.state, h.stop_cause, h.started_mono,
-                           h.last_heartbeat_mono, h.kill_at_mono)
+                           h.last_heartbeat_mono, h.kill_at_mono, pid=h.pid)
 
     # What the control channels (supervisor/channel.py) ask of the master
 
     def lease_standing(self, h: WorkerHandle) -> tuple[bool, bool]:
         """(serving, leaving) of a worker, for supervisor/leasedesk.py."""
-        recycling = {s: (o.slot, o.generation) for s, o in self.actions.recycling.items()}
-        return lease_standing(self._facts(h), reload_queue=self.reload_queue,
-                              recycling=recycling)
+        return lease_standing(self.facts(h), reload_queue=self.reload_queue,
+                              recycling=self.actions.recycling_keys())
 
     async def emit(self, body: EmitBody, args: Any) -> int:
         """``POST /emit``: out on the workers' control channels."""

@@ -49,6 +49,7 @@ __all__ = [
     "StopHard",
     "Timeouts",
     "WorkerFacts",
+    "drain_target",
     "lease_standing",
     "plan",
     "reload_slots",
@@ -73,6 +74,7 @@ class WorkerFacts:
     started: float = 0.0  # monotonic
     last_heartbeat: float | None = None
     kill_at: float | None = None
+    pid: int = 0
 
     @property
     def key(self) -> Key:
@@ -247,3 +249,15 @@ def lease_standing(worker: WorkerFacts, *, reload_queue: Sequence[int] = (),
     serving = worker.state is WorkerState.READY and worker.stop_cause is None
     leaving = worker.slot in reload_queue or (recycling or {}).get(worker.slot) == worker.key
     return serving, leaving
+
+
+def drain_target(slot: int, pid: int | None, workers: Sequence[WorkerFacts], *,
+                 recycling: Mapping[int, Key] | None = None) -> Key | str:
+    """An operator's drain of ``slot`` (of its process ``pid`` when given): the
+    process to recycle (the newest active one), or why the drain is ignored."""
+    active = [w for w in _active(workers, slot) if pid is None or w.pid == pid]
+    if not active:
+        return "no such worker"
+    if slot in (recycling or {}):
+        return "already being replaced"
+    return active[-1].key

@@ -14,6 +14,7 @@ from supervisor.plan import (
     StopHard,
     Timeouts,
     WorkerFacts,
+    drain_target,
     lease_standing,
     plan,
     reload_slots,
@@ -125,3 +126,20 @@ def test_lease_standing_serving_and_leaving() -> None:
     assert lease_standing(w, recycling={0: (0, 1)}) == (True, True)
     # The successor of a recycle is not leaving.
     assert lease_standing(ready(0, 2), recycling={0: (0, 1)}) == (True, False)
+
+
+def test_an_operators_drain_picks_the_newest_active_process_of_the_slot() -> None:
+    workers = [ready(0, 1, pid=11), ready(1, 2, pid=12),
+               WorkerFacts(1, 3, S.STARTING, pid=13)]  # a successor started by hand
+    assert drain_target(0, None, workers) == (0, 1)
+    assert drain_target(1, None, workers) == (1, 3)
+    assert drain_target(1, 12, workers) == (1, 2)
+
+
+def test_a_drain_of_nothing_or_of_a_slot_being_replaced_is_ignored_with_a_reason() -> None:
+    workers = [ready(0, 1, pid=11),
+               WorkerFacts(2, 5, S.DRAINING, stop_cause=ExitCause.SCALE, pid=15)]
+    assert drain_target(1, None, workers) == "no such worker"
+    assert drain_target(0, 99, workers) == "no such worker"
+    assert drain_target(2, None, workers) == "no such worker"  # already stopping
+    assert drain_target(0, None, workers, recycling={0: (0, 1)}) == "already being replaced"

@@ -1,8 +1,9 @@
 """A lean, streaming HTTP/1.1 client for requests to a worker's Unix socket.
 
 The balancer's hot path (long-polling, and the app's own small requests) sends
-every request it proxies through this client.  It is an :class:`asyncio.Protocol`
-with httptools' (llhttp's) response parser, the parser uvicorn uses, and no
+every request it proxies through this client: its connections are
+:class:`balancer.upstream_conn.UpstreamConnection` Protocols with httptools' (llhttp's)
+response parser, the parser uvicorn uses, and there are no
 streams or tasks in the common case:
 
 * a pool of idle keep-alive connections per worker generation, with no cap
@@ -31,9 +32,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import httptools
-
 from .exceptions import UpstreamError, UpstreamUnreachable
+from .upstream_conn import UpstreamConnection
 
 __all__ = ["IDLE_S", "Exchange", "Sink", "UpstreamPool", "UpstreamResponse"]
 
@@ -42,8 +42,6 @@ __all__ = ["IDLE_S", "Exchange", "Sink", "UpstreamPool", "UpstreamResponse"]
 # a descriptor in the master and in a worker), well before aiohttp's server in
 # the worker would close them (75 s).
 IDLE_S = 5.0
-# An answer's head larger than this is garbage (a worker's is a few hundred bytes).
-_MAX_HEAD = 64 * 1024
 
 
 class Sink(Protocol):
@@ -69,175 +67,6 @@ class UpstreamResponse:
     body: bytes
 
 
-class _Stale(Exception):
-    """A pooled connection closed before the worker read the request."""
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection to a worker, carrying one exchange at a time."""
-
-    def __init__(self, pool: UpstreamPool) -> None:
-        self._pool = pool
-        self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
-        self.idle_since = 0.0
-        self.closed = False
-        self._answered = False  # a byte of the current answer has arrived
-        self._head_done = False  # the final answer's head has been parsed
-        self._head_size = 0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
-        self._length: int | None = None
-        self._chunked = False
-        self._last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._paused = False  # reading paused: the client is slow to take the answer
-
-    # asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.exchange is None:  # a worker does not speak unasked: drop the connection
-            self.close()
-            return
-        self._answered = True
-        self._last = time.monotonic()
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"worker answer unreadable: {exc!r}"))
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamError("worker switched protocols on a plain request"))
-
-    def eof_received(self) -> bool | None:
-        return None  # close; connection_lost settles the exchange
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._cancel_timer()
-        exchange, self.exchange = self.exchange, None
-        if exchange is None:
-            return
-        if not self._answered:
-            exchange.stale(self)
-        elif self._head_done and self._length is None and not self._chunked:
-            exchange.finished(self, keep=False)  # a close-delimited body ends here
-        else:
-            exchange.fail(UpstreamError("worker closed the connection mid-answer"))
-
-    def pause_writing(self) -> None:
-        pass  # requests are small; the answer is what is flow-controlled
-
-    def resume_writing(self) -> None:
-        pass
-
-    # httptools callbacks
-
-    def on_message_begin(self) -> None:
-        self._head_done = False
-        self._headers = []
-        self._head_size = 0
-        self._length = None
-        self._chunked = False
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head_done:
-            return  # a trailer
-        self._head_size += len(name) + len(value)
-        if self._head_size > _MAX_HEAD:
-            raise UpstreamError("worker answer head too large")
-        low = name.lower()
-        if low == b"content-length":
-            self._length = int(value)
-        elif low == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if 100 <= status < 200:
-            return  # an interim answer (103 Early Hints...): the final one follows
-        self._head_done = True
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.sink.upstream_head(status, self._reason, self._headers, self._length,
-                                        self._chunked)
-            if exchange.head_only:  # a HEAD's answer has no body, whatever its length says
-                self.exchange = None
-                exchange.finished(self, keep=False)
-
-    def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.sink.upstream_body(body)
-
-    def on_message_complete(self) -> None:
-        if not self._head_done:
-            return  # the end of an interim answer
-        exchange, self.exchange = self.exchange, None
-        if exchange is not None:
-            exchange.finished(self, keep=self._parser.should_keep_alive())
-
-    # the exchange's side
-
-    def start(self, exchange: Exchange) -> None:
-        assert self.transport is not None
-        self.exchange = exchange
-        self.resume_reading()  # an answer may have ended just as its client paused it
-        self._answered = False
-        self._head_done = False
-        self._last = time.monotonic()
-        if self._timer is None:  # left armed between exchanges: one call_later, not one each
-            self._arm(self._pool.read_timeout_s)
-        self.transport.write(exchange.data)
-
-    def _arm(self, delay: float) -> None:
-        self._timer = asyncio.get_running_loop().call_later(delay, self._check_timeout)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        if self.exchange is None:
-            return  # idle in the pool: the next exchange arms it again
-        left = self._last + self._pool.read_timeout_s - time.monotonic()
-        if left > 0:
-            self._arm(left)
-            return
-        self._fail(UpstreamError("worker did not answer in time"))
-
-    def _fail(self, error: UpstreamError) -> None:
-        exchange, self.exchange = self.exchange, None
-        self.close()
-        if exchange is not None:
-            exchange.fail(error)
-
-    def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed and not self._paused:
-            self._paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed and self._paused:
-            self._paused = False
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        self.closed = True
-        self._cancel_timer()
-        if self.transport is not None:
-            self.transport.close()
-
-
 class Exchange:
     """One request to a worker and its answer, pushed to ``sink``.
 
@@ -252,7 +81,7 @@ class Exchange:
         self.data = data
         self.sink = sink
         self.head_only = head_only
-        self._conn: _Connection | None = None
+        self._conn: UpstreamConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._reused = False
         self._done = False
@@ -277,14 +106,14 @@ class Exchange:
             return
         self._send(conn, reused=False)
 
-    def _send(self, conn: _Connection, *, reused: bool) -> None:
+    def _send(self, conn: UpstreamConnection, *, reused: bool) -> None:
         self._conn = conn
         self._reused = reused
         conn.start(self)
 
     # called by the connection
 
-    def stale(self, conn: _Connection) -> None:
+    def stale(self, conn: UpstreamConnection) -> None:
         self._conn = None
         if self._done:
             return
@@ -293,7 +122,7 @@ class Exchange:
             return
         self._task = asyncio.get_running_loop().create_task(self._connect_and_send())
 
-    def finished(self, conn: _Connection, *, keep: bool) -> None:
+    def finished(self, conn: UpstreamConnection, *, keep: bool) -> None:
         self._conn = None
         if keep and not conn.closed:
             self._pool.release(conn)
@@ -344,18 +173,21 @@ class UpstreamPool:
         self.tcp = tcp
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
-        self._idle: collections.deque[_Connection] = collections.deque()
+        self._idle: collections.deque[UpstreamConnection] = collections.deque()
         self._closed = False
 
-    async def connect(self) -> _Connection:
+    async def connect(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+
+        def protocol() -> UpstreamConnection:
+            return UpstreamConnection(self.read_timeout_s)
+
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 if self.tcp is not None:
-                    _, conn = await loop.create_connection(lambda: _Connection(self), *self.tcp)
+                    _, conn = await loop.create_connection(protocol, *self.tcp)
                 else:
-                    _, conn = await loop.create_unix_connection(lambda: _Connection(self),
-                                                                self.path)
+                    _, conn = await loop.create_unix_connection(protocol, self.path)
         except (OSError, TimeoutError) as exc:
             raise UpstreamUnreachable(f"cannot connect to {self.path}: {exc!r}") from None
         return conn
@@ -366,7 +198,7 @@ class UpstreamPool:
         while self._idle and now - self._idle[0].idle_since > IDLE_S:
             self._idle.popleft().close()
 
-    def take_idle(self) -> _Connection | None:
+    def take_idle(self) -> UpstreamConnection | None:
         while self._idle:
             conn = self._idle.pop()  # most recently used first: warm and surely open
             if conn.closed:
@@ -374,7 +206,7 @@ class UpstreamPool:
             return conn
         return None
 
-    def release(self, conn: _Connection) -> None:
+    def release(self, conn: UpstreamConnection) -> None:
         if self._closed:
             conn.close()
             return

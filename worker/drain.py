@@ -71,7 +71,7 @@ async def close_session(eio: Any, sid: str, *, reason: str | None = None,
         return
     await sock.close(wait=False, abort=abort, reason=reason or eio.reason.SERVER_DISCONNECT)
     if sock.upgraded:
-        asyncio.Queue.put_nowait(sock.queue, None)
+        sock.queue.put_nowait(None)
     eio.sockets.pop(sid, None)
 
 

@@ -76,3 +76,57 @@ def test_outbound_queue_caps_bytes_and_reports_once() -> None:
         assert await q.get() is None
 
     asyncio.run(main())
+
+
+def test_outbound_queue_hands_packets_to_waiters_in_order() -> None:
+    """What python-engineio does with it: ``wait_for(queue.get(), timeout)``, then
+    ``get_nowait`` for the rest, ``task_done`` for each, and ``join`` on close."""
+
+    async def main() -> None:
+        q = OutboundQueue(0, lambda _: None)
+        got: list[Any] = []
+
+        async def writer() -> None:
+            while True:
+                first = await asyncio.wait_for(q.get(), 5)
+                q.task_done()
+                batch = [first]
+                while not q.empty():
+                    batch.append(q.get_nowait())
+                    q.task_done()
+                got.extend(batch)
+                if batch[-1] is None:
+                    return
+
+        task = asyncio.create_task(writer())
+        await asyncio.sleep(0)  # the writer now waits on a Future
+        for i in range(5):
+            q.put_nowait(SimpleNamespace(data=str(i)))
+        await asyncio.sleep(0)
+        q.put_nowait(SimpleNamespace(data="5"))
+        await q.put(None)
+        await asyncio.wait_for(q.join(), 1)
+        await task
+        assert [p.data for p in got[:-1]] == [str(i) for i in range(6)] and got[-1] is None
+        assert q.bytes == 0 and q.qsize() == 0
+
+    asyncio.run(main())
+
+
+def test_outbound_queue_skips_a_wait_that_timed_out() -> None:
+    async def main() -> None:
+        q = OutboundQueue(0, lambda _: None)
+        try:
+            await asyncio.wait_for(q.get(), 0.01)
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("expected a timeout")
+        pkt = SimpleNamespace(data="x")
+        q.put_nowait(pkt)  # not given to the cancelled wait: still queued
+        assert q.qsize() == 1
+        assert await asyncio.wait_for(q.get(), 1) is pkt
+        q.task_done()
+        await asyncio.wait_for(q.join(), 1)
+
+    asyncio.run(main())

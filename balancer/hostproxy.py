@@ -86,7 +86,7 @@ class HostForwarding:
             finally:
                 b.stats.tunnels_active -= 1
             b.directory.note_peer(host, None if response.status == 101 else
-                                     f"upgrade answered {response.status}")
+                                  f"upgrade answered {response.status}")
             return response
         body = await b.relay.read_body_within(request)
         if isinstance(body, web.StreamResponse):

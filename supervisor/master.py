@@ -65,7 +65,7 @@ from .plan import (
 from .policy import ExitCause
 from .reaping import Reaper
 from .recovery import RecoveryDesk
-from .sampling import Sampler, recycle_cause
+from .sampling import Sampler, due_recycle
 from .state import WorkerState
 
 __all__ = ["Master"]
@@ -287,13 +287,10 @@ class Master:
         for h in self.handles:
             if not self.sampler.sample(h):
                 continue
-            if h.state is not WorkerState.READY or h.stop_cause is not None:
-                continue
-            if self.actions.recycling.get(h.slot) is h:
-                continue  # its successor is already starting: count the recycle once
             ready_for = None if h.ready_mono is None else now - h.ready_mono
-            cause = recycle_cause(h.sample["rss_bytes"], ready_for, h.generation,
-                                  self.config.health)
+            cause = due_recycle(self.facts(h), h.sample["rss_bytes"], ready_for,
+                                recycling=self.actions.recycling_keys(),
+                                health=self.config.health)
             if cause is ExitCause.RSS:
                 log.warning(
                     "worker %d pid %d RSS %.0f MB over max_rss_mb=%d",

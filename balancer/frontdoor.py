@@ -41,7 +41,7 @@ from .handoff import encode_handoff
 from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
 from .peer import Peer, PeerProtocol
-from .proxy import Balancer, BalancerStats
+from .proxy import Balancer
 from .proxyproto import (
     MAX_V1_BYTES,
     MAX_V2_BYTES,
@@ -51,6 +51,7 @@ from .proxyproto import (
 )
 from .routing import Forward, route
 from .sockopts import keepalive_options
+from .stats import BalancerStats
 
 __all__ = ["FrontDoor"]
 

@@ -1,9 +1,13 @@
-"""The public listener's accept loop: peek, then hand off or serve.
+"""The public listener: accept, peek, then hand off or serve.
 
-Every accepted connection is peeked at (``MSG_PEEK``: nothing is consumed)
-until its first request head is complete, for at most
-``[limits] header_timeout_s`` (a client trickling its head is answered 408
-and closed: slowloris costs us one small task, not a worker).
+The listener is accepted from in the event loop's reader callback (one epoll
+registration for its life, up to 64 connections per wake-up; after an accept
+error such as EMFILE it rests 0.1 s, then accepts again).  Every accepted
+connection is peeked at (``MSG_PEEK``: nothing is consumed) until its first
+request head is complete, for at most ``[limits] header_timeout_s`` (a client
+trickling its head is answered 408 and closed: slowloris costs us one small
+task, not a worker).  A head that is all there when the connection is accepted
+is judged at once, and a WebSocket upgrade then handed off without a task.
 
 * A WebSocket upgrade, in ``websocket = "handoff"`` mode, is routed by its sid
   (or, without one, to the least-loaded worker) and its file descriptor is
@@ -25,6 +29,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,7 +41,7 @@ from .handoff import encode_handoff
 from .headguard import RESPONSE_408, GuardedProtocol
 from .peek import NeedMore, Plain, Upgrade, classify_head
 from .peer import Peer, PeerProtocol
-from .proxy import Balancer, BalancerStats
+from .proxy import Balancer
 from .proxyproto import (
     MAX_V1_BYTES,
     MAX_V2_BYTES,
@@ -46,12 +51,20 @@ from .proxyproto import (
 )
 from .routing import Forward, route
 from .sockopts import keepalive_options
+from .stats import BalancerStats
 
 __all__ = ["FrontDoor"]
 
 _V = TypeVar("_V")
 
 log = logging.getLogger("siocluster.balancer")
+
+# Connections accepted per wake-up of the listener, at most.
+_ACCEPT_BATCH = 64
+# After accept() fails (EMFILE...), how long the listener rests, and how often
+# the failure is logged while it lasts.
+_ACCEPT_BACKOFF_S = 0.1
+_ACCEPT_ERROR_LOG_S = 10.0
 
 async def _readable(conn: socket.socket, timeout: float) -> None:
     loop = asyncio.get_running_loop()
@@ -106,7 +119,9 @@ class FrontDoor:
         self._serve = serve  # aiohttp's protocol factory (web.Server)
         self._balancer = balancer  # None: aiohttp serves every connection
         self._listener: socket.socket | None = None
-        self._accept_task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self._resume: asyncio.TimerHandle | None = None  # accepting again after an error
+        self._accept_error_logged = -_ACCEPT_ERROR_LOG_S
         self._triage: set[asyncio.Task[None]] = set()
         self._trusted = TrustedProxies(config.trusted_proxies)
         self._sockopts = keepalive_options(limits.tcp_keepalive_s)
@@ -130,14 +145,18 @@ class FrontDoor:
         self.port = int(sock.getsockname()[1])  # the one bound, when the config says 0
 
     def start(self) -> None:
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        """Accept from the event loop's reader callback: one epoll registration for
+        the listener's life, every pending connection taken per wake-up."""
+        assert self._listener is not None
+        asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept_ready)
+        self._accepting = True
 
     async def stop(self) -> None:
         """Stop accepting; connections already served are left to their owners."""
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
+        self._pause_accepting()
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -163,28 +182,70 @@ class FrontDoor:
     def _count_head_timeout(self) -> None:
         self.stats.head_timeouts += 1
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._listener is not None
-        while True:
+    def _pause_accepting(self) -> None:
+        if self._accepting and self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+        self._accepting = False
+
+    def _resume_accepting(self) -> None:
+        self._resume = None
+        if self._listener is not None and not self._accepting:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept_ready)
+            self._accepting = True
+
+    def _accept_ready(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        for _ in range(_ACCEPT_BATCH):  # then let the loop serve the rest of its events
             try:
-                conn, _ = await loop.sock_accept(self._listener)
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
                 # EMFILE and friends: back off instead of spinning; keep serving.
-                log.error("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                for level, option, value in self._sockopts:
-                    conn.setsockopt(level, option, value)
-            except OSError:  # the client is already gone
-                conn.close()
-                continue
-            task = loop.create_task(self._handle(conn))
-            self._triage.add(task)
-            task.add_done_callback(self._triage.discard)
+                now = time.monotonic()
+                if now - self._accept_error_logged > _ACCEPT_ERROR_LOG_S:
+                    self._accept_error_logged = now
+                    log.error("accept failed: %s; accepting again in %gs (logged at most "
+                              "every %gs)", exc, _ACCEPT_BACKOFF_S, _ACCEPT_ERROR_LOG_S)
+                self._pause_accepting()
+                self._resume = asyncio.get_running_loop().call_later(
+                    _ACCEPT_BACKOFF_S, self._resume_accepting)
+                return
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, option, value in self._sockopts:
+                conn.setsockopt(level, option, value)
+        except OSError:  # the client is already gone
+            conn.close()
+            return
+        verdict = None if self.config.proxy_protocol else self._peek_now(conn)
+        if (
+            isinstance(verdict, Upgrade)
+            and self.config.websocket == "handoff"
+            and self._hand_off(conn, verdict, None)
+        ):
+            return  # the common case of a connect storm: no task at all
+        task = asyncio.get_running_loop().create_task(self._handle(conn, verdict))
+        self._triage.add(task)
+        task.add_done_callback(self._triage.discard)
+
+    def _peek_now(self, conn: socket.socket) -> Plain | Upgrade | None:
+        """The verdict on the first head if it is all here already, else None."""
+        limit = self.limits.max_header_bytes
+        try:
+            data = conn.recv(limit, socket.MSG_PEEK)
+        except OSError:
+            return None
+        if not data:
+            return None
+        verdict = classify_head(data, complete=len(data) >= limit)
+        return None if isinstance(verdict, NeedMore) else verdict
 
     async def _peek_for(
         self,
@@ -271,27 +332,30 @@ class FrontDoor:
             limit, limit,
         )
 
-    async def _handle(self, conn: socket.socket) -> None:
+    async def _handle(self, conn: socket.socket, verdict: Plain | Upgrade | None = None) -> None:
+        """Serve a connection; ``verdict``: its first head was judged (and, for an
+        upgrade, not handed off) when it was accepted."""
         loop = asyncio.get_running_loop()
-        # One deadline for the PROXY header and the first request head together.
-        deadline = loop.time() + (self.limits.header_timeout_s or 3600.0)
         peer: Peer | None = None
-        if self.config.proxy_protocol:
-            named = await self._proxy_header(conn, deadline)
-            if named is False:
+        if verdict is None:
+            # One deadline for the PROXY header and the first request head together.
+            deadline = loop.time() + (self.limits.header_timeout_s or 3600.0)
+            if self.config.proxy_protocol:
+                named = await self._proxy_header(conn, deadline)
+                if named is False:
+                    conn.close()
+                    return
+                peer = named if isinstance(named, tuple) else None
+            verdict = await self._peek(conn, deadline)
+            if verdict is None:
                 conn.close()
                 return
-            peer = named if isinstance(named, tuple) else None
-        verdict = await self._peek(conn, deadline)
-        if verdict is None:
-            conn.close()
-            return
-        if (
-            isinstance(verdict, Upgrade)
-            and self.config.websocket == "handoff"
-            and self._hand_off(conn, verdict, peer)
-        ):
-            return
+            if (
+                isinstance(verdict, Upgrade)
+                and self.config.websocket == "handoff"
+                and self._hand_off(conn, verdict, peer)
+            ):
+                return
         try:
             await loop.connect_accepted_socket(lambda: self._protocol(peer), conn)
         except OSError:

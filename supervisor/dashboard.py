@@ -46,7 +46,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from balancer.proxy import LATENCY_BUCKETS_S
+from balancer.stats import LATENCY_BUCKETS_S
 
 from .commands import DrainWorker
 from .events import Event, Observation, observed_changes
@@ -253,7 +253,7 @@ def drain_worker(master: Master, body: Any) -> web.Response:
 
 def add_dashboard_routes(app: web.Application, master: Master,
                          status: Callable[[Master], dict[str, Any]]) -> Dashboard:
-    """``status`` builds the /status document (:func:`supervisor.admin.status_document`)."""
+    """``status`` builds the /status document (:func:`supervisor.status.status_document`)."""
     dashboard = Dashboard(master, status)
 
     async def page(request: web.Request) -> web.Response:

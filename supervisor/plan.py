@@ -49,7 +49,10 @@ __all__ = [
     "StopHard",
     "Timeouts",
     "WorkerFacts",
+    "drain_target",
+    "lease_standing",
     "plan",
+    "reload_slots",
 ]
 
 Key = tuple[int, int]  # (slot, generation)
@@ -71,6 +74,7 @@ class WorkerFacts:
     started: float = 0.0  # monotonic
     last_heartbeat: float | None = None
     kill_at: float | None = None
+    pid: int = 0
 
     @property
     def key(self) -> Key:
@@ -226,3 +230,34 @@ def _watch(now: float, workers: Sequence[WorkerFacts], timeouts: Timeouts) -> li
                 actions.append(StopHard(w.key, ExitCause.HEARTBEAT,
                                         f"no heartbeat for {age:.1f}s (event loop blocked?)"))
     return actions
+
+
+# Decisions the master makes outside the tick
+
+
+def reload_slots(desired: int, workers: Sequence[WorkerFacts]) -> list[int]:
+    """The slots a rolling reload recycles, in order: every slot below ``desired``
+    with a process that is not already stopping."""
+    return sorted({w.slot for w in workers if w.active and w.slot < desired})
+
+
+def lease_standing(worker: WorkerFacts, *, reload_queue: Sequence[int] = (),
+                   recycling: Mapping[int, Key] | None = None) -> tuple[bool, bool]:
+    """``(serving, leaving)`` of a worker asking for a lease (:mod:`supervisor.leasedesk`):
+    serving while ready and not stopping; leaving while its slot waits in the
+    reload queue or it is the old process of a recycle."""
+    serving = worker.state is WorkerState.READY and worker.stop_cause is None
+    leaving = worker.slot in reload_queue or (recycling or {}).get(worker.slot) == worker.key
+    return serving, leaving
+
+
+def drain_target(slot: int, pid: int | None, workers: Sequence[WorkerFacts], *,
+                 recycling: Mapping[int, Key] | None = None) -> Key | str:
+    """An operator's drain of ``slot`` (of its process ``pid`` when given): the
+    process to recycle (the newest active one), or why the drain is ignored."""
+    active = [w for w in _active(workers, slot) if pid is None or w.pid == pid]
+    if not active:
+        return "no such worker"
+    if slot in (recycling or {}):
+        return "already being replaced"
+    return active[-1].key

@@ -2,15 +2,16 @@
 
 :class:`Sampler` is the I/O: one ``psutil.Process`` per worker pid (so CPU
 percentages are measured between samples), the master's own figures, and
-the open-files usage /health and /metrics show.  :func:`recycle_cause` is
-the pure decision: a ready worker over ``max_rss_mb``, or past
-``max_lifetime_s`` (plus its jitter), is recycled gracefully.
+the open-files usage /health and /metrics show.  :func:`due_recycle` and
+:func:`recycle_cause` are the pure decision: a ready worker (not already
+stopping or being replaced) over ``max_rss_mb``, or past ``max_lifetime_s``
+(plus its jitter), is recycled gracefully.
 """
 
 from __future__ import annotations
 
 import resource
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import psutil
@@ -18,9 +19,11 @@ import psutil
 from .config import HealthConfig
 from .fdlimit import FdUsage
 from .handle import WorkerHandle
+from .plan import WorkerFacts
 from .policy import ExitCause
+from .state import WorkerState
 
-__all__ = ["Sampler", "recycle_cause", "soft_limit"]
+__all__ = ["Sampler", "due_recycle", "recycle_cause", "soft_limit"]
 
 
 def soft_limit(value: int) -> int:
@@ -39,6 +42,19 @@ def recycle_cause(rss_bytes: int, ready_for_s: float | None, generation: int,
         if ready_for_s > health.max_lifetime_s + jitter:
             return ExitCause.LIFETIME
     return None
+
+
+def due_recycle(worker: WorkerFacts, rss_bytes: int, ready_for_s: float | None, *,
+                recycling: Mapping[int, tuple[int, int]], health: HealthConfig,
+                ) -> ExitCause | None:
+    """Pure: why a freshly sampled worker should be recycled now, or None.  Only
+    a ready worker that is not stopping is, and not the old process of a
+    recycle in flight (its successor is already starting: count it once)."""
+    if worker.state is not WorkerState.READY or worker.stop_cause is not None:
+        return None
+    if recycling.get(worker.slot) == worker.key:
+        return None
+    return recycle_cause(rss_bytes, ready_for_s, worker.generation, health)
 
 
 class Sampler:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tests.churn import churn, close_wait, process_fds, rss_bytes
 from tests.cluster import Cluster, start_cluster
+from tests.waiting import eventually
 
 FD_SLACK = 20
 
@@ -213,8 +214,26 @@ def test_open_files_are_watched(tmp_path: Path) -> None:
                    for r in health["reasons"]), health
         status = cluster.status()
         assert status["master"]["fd_limit"] == 256
+        # Past the limit: a connection the master accepted but cannot open an
+        # upstream for is answered 502; the rest wait in the backlog while the
+        # master logs the failed accept (once) and keeps trying; freed fds serve
+        # them.  Nobody hangs.
+        waiting = []
+        for _ in range(80):
+            conn = socket.create_connection(("127.0.0.1", cluster.port))
+            conn.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+            waiting.append(conn)
+        eventually(lambda: "accept failed" in cluster.log(), what="the master's accept to fail")
         for conn in held:
             conn.close()
+        answers = []
+        for conn in waiting:
+            conn.settimeout(10)
+            answers.append(conn.recv(65536).split(b"\r\n", 1)[0])
+            conn.close()
+        assert set(answers) <= {b"HTTP/1.1 200 OK", b"HTTP/1.1 502 Bad Gateway"}, answers
+        assert answers.count(b"HTTP/1.1 200 OK") >= 40, answers  # those accepted once freed
+        assert cluster.log().count("accept failed") == 1, cluster.log()
         deadline = time.monotonic() + 10
         while cluster.admin("/health")[1]["status"] != "ok":
             assert time.monotonic() < deadline, cluster.admin("/health")

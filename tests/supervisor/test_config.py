@@ -12,6 +12,7 @@ from supervisor.config import (
     keep_restart_only,
     load_config,
     redact_url,
+    reloaded,
 )
 from supervisor.exceptions import ConfigError
 
@@ -141,6 +142,18 @@ def test_reload_keeps_what_only_a_restart_changes() -> None:
     assert kept == ["cluster.singleton_lease_s"]
     assert effective.cluster.singleton_lease_s == 5.0 and effective.cluster.graceful_timeout_s == 3
 
+
+
+def test_a_reload_keeps_a_runtime_scale_unless_the_configured_count_changed() -> None:
+    old = config_from_dict({"cluster": {"workers": 2}})
+    same = config_from_dict({"cluster": {"workers": 2}, "health": {"max_rss_mb": 64}})
+    new, desired, kept = reloaded(old, same, 5)  # scaled to 5 at run time
+    assert (desired, kept, new.health.max_rss_mb) == (5, [], 64)
+    _new, desired, _kept = reloaded(old, config_from_dict({"cluster": {"workers": 3}}), 5)
+    assert desired == 3
+    moved = config_from_dict({"cluster": {"workers": 2}, "balancer": {"port": 9000}})
+    new, desired, kept = reloaded(old, moved, 2)
+    assert (desired, kept, new.balancer.port) == (2, ["balancer.port"], old.balancer.port)
 
 MULTI = {"cluster": {"advertise": "10.0.0.5:8000", "peer_token": "p" * 32},
          "adapter": {"backend": "redis"}}

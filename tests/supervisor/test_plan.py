@@ -14,7 +14,10 @@ from supervisor.plan import (
     StopHard,
     Timeouts,
     WorkerFacts,
+    drain_target,
+    lease_standing,
     plan,
+    reload_slots,
 )
 from supervisor.policy import ExitCause
 from supervisor.state import WorkerState as S
@@ -103,3 +106,40 @@ def test_a_stopping_worker_leaves_its_slot_to_be_refilled() -> None:
     slots = {0: SlotFacts(0)}
     stopping = WorkerFacts(0, 1, S.DRAINING, stop_cause=ExitCause.HEARTBEAT)
     assert plan(100.0, 1, slots, [stopping], timeouts=T) == [Spawn(0, restart=False)]
+
+
+def test_a_reload_rolls_every_running_slot_below_desired_once_in_order() -> None:
+    workers = [ready(2, 5), ready(0, 1), ready(0, 6),  # slot 0 mid-recycle: listed once
+               WorkerFacts(1, 2, S.DRAINING, stop_cause=ExitCause.SCALE),  # already leaving
+               ready(3, 4)]  # above desired: the trim retires it
+    assert reload_slots(3, workers) == [0, 2]
+    assert reload_slots(3, []) == []
+
+
+def test_lease_standing_serving_and_leaving() -> None:
+    w = ready(0, 1)
+    assert lease_standing(w) == (True, False)
+    assert lease_standing(WorkerFacts(0, 1, S.STARTING)) == (False, False)
+    stopping = WorkerFacts(0, 1, S.READY, stop_cause=ExitCause.RELOAD, last_heartbeat=1.0)
+    assert lease_standing(stopping) == (False, False)
+    assert lease_standing(w, reload_queue=[0]) == (True, True)
+    assert lease_standing(w, recycling={0: (0, 1)}) == (True, True)
+    # The successor of a recycle is not leaving.
+    assert lease_standing(ready(0, 2), recycling={0: (0, 1)}) == (True, False)
+
+
+def test_an_operators_drain_picks_the_newest_active_process_of_the_slot() -> None:
+    workers = [ready(0, 1, pid=11), ready(1, 2, pid=12),
+               WorkerFacts(1, 3, S.STARTING, pid=13)]  # a successor started by hand
+    assert drain_target(0, None, workers) == (0, 1)
+    assert drain_target(1, None, workers) == (1, 3)
+    assert drain_target(1, 12, workers) == (1, 2)
+
+
+def test_a_drain_of_nothing_or_of_a_slot_being_replaced_is_ignored_with_a_reason() -> None:
+    workers = [ready(0, 1, pid=11),
+               WorkerFacts(2, 5, S.DRAINING, stop_cause=ExitCause.SCALE, pid=15)]
+    assert drain_target(1, None, workers) == "no such worker"
+    assert drain_target(0, 99, workers) == "no such worker"
+    assert drain_target(2, None, workers) == "no such worker"  # already stopping
+    assert drain_target(0, None, workers, recycling={0: (0, 1)}) == "already being replaced"

@@ -6,8 +6,10 @@ import os
 
 from supervisor.config import HealthConfig
 from supervisor.handle import WorkerHandle
+from supervisor.plan import WorkerFacts
 from supervisor.policy import ExitCause
-from supervisor.sampling import Sampler, recycle_cause
+from supervisor.sampling import Sampler, due_recycle, recycle_cause
+from supervisor.state import WorkerState
 
 MB = 1024 * 1024
 
@@ -25,6 +27,23 @@ def test_lifetime_with_its_jitter() -> None:
     assert recycle_cause(0, 100.5, 500, health) is None  # gen 500: 5 s more
     assert recycle_cause(0, 105.5, 500, health) is ExitCause.LIFETIME
     assert recycle_cause(0, None, 0, health) is None  # never ready: not this policy's
+
+
+def test_only_a_ready_worker_that_stays_is_recycled_and_a_recycle_counts_once() -> None:
+    health = HealthConfig(max_rss_mb=100)
+    ready = WorkerFacts(0, 7, WorkerState.READY)
+    assert due_recycle(ready, 101 * MB, 5.0, recycling={}, health=health) is ExitCause.RSS
+    assert due_recycle(ready, 99 * MB, 5.0, recycling={}, health=health) is None
+    starting = WorkerFacts(0, 7, WorkerState.STARTING)
+    assert due_recycle(starting, 101 * MB, None, recycling={}, health=health) is None
+    stopping = WorkerFacts(0, 7, WorkerState.READY, stop_cause=ExitCause.SCALE)
+    assert due_recycle(stopping, 101 * MB, 5.0, recycling={}, health=health) is None
+    # The old process of a recycle in flight: its successor is already starting.
+    assert due_recycle(ready, 101 * MB, 5.0, recycling={0: (0, 7)}, health=health) is None
+    # The successor itself is judged on its own.
+    successor = WorkerFacts(0, 8, WorkerState.READY)
+    assert due_recycle(successor, 101 * MB, 5.0, recycling={0: (0, 7)},
+                       health=health) is ExitCause.RSS
 
 
 def test_the_sampler_reads_a_real_process() -> None:

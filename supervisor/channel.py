@@ -1,0 +1,177 @@
+"""The master's end of each worker's control channel: configure, read, dispatch.
+
+Theory of operation
+-------------------
+Every worker is spawned with a socketpair (:mod:`supervisor.process`).
+:meth:`ControlChannels.talk` opens the master's end as an asyncio stream,
+sends :class:`worker.control.Configure` first, then reads length-prefixed
+messages (:class:`worker.control.MessageReader`) until the worker closes it.
+
+Each message is handled in one place, :meth:`ControlChannels.on_message`:
+
+- connection-state recovery traffic (local backend) goes to the
+  :class:`~supervisor.recovery.RecoveryDesk` first, which answers or
+  broadcasts on the channels of the serving workers;
+- ``Heartbeat`` and ``Ready`` update the worker's handle, the facts the
+  master's plan (:mod:`supervisor.plan`) reads on its next tick;
+- ``LeaseRequest``/``LeaseRelease`` go to the
+  :class:`~supervisor.leasedesk.LeaseDesk` (the master knows which workers
+  are leaving: :func:`supervisor.plan.lease_standing`);
+- ``EmitDone`` completes a ``POST /emit`` (:class:`~supervisor.emit.EmitRelay`);
+- ``BootFailed`` is kept for the exit that follows
+  (:func:`supervisor.exits.after_exit`).
+
+Nothing here spawns, stops or decides the worker set.  ``POST /emit`` goes
+out on the same channels (:meth:`ControlChannels.emit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from worker import control
+
+from .emit import EmitBody, Target
+from .handle import WorkerHandle
+from .state import WorkerState
+
+if TYPE_CHECKING:
+    from .master import Master
+
+__all__ = ["ControlChannels"]
+
+log = logging.getLogger("siocluster.master")
+
+
+def _writable(h: WorkerHandle) -> bool:
+    return h.writer is not None and not h.writer.is_closing()
+
+
+class ControlChannels:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+
+    async def talk(self, h: WorkerHandle) -> None:
+        """Configure the worker, then read its messages until the channel closes."""
+        m = self.master
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=h.process.control)
+        except OSError:
+            return
+        h.writer = writer
+        writer.write(
+            control.encode(
+                control.Configure(
+                    slot=h.slot,
+                    generation=h.generation,
+                    socket_path=h.socket_path,
+                    runtime_dir=m.directory.runtime_dir,
+                    app=m.app,
+                    config=m.config.for_worker(),
+                    master_pid=os.getpid(),
+                )
+            )
+        )
+        messages = control.MessageReader(reader)
+        try:
+            while True:
+                msg = await messages.next()
+                if msg is None:
+                    return
+                self.on_message(h, msg)
+        except ConnectionResetError:
+            return
+        except (OSError, control.FrameError) as exc:
+            log.warning("worker %d control channel: %s", h.slot, exc)
+
+    def _serving_writers(self) -> list[Callable[[bytes], None]]:
+        return [
+            h.writer.write for h in self.master.handles
+            if h.writer is not None and not h.writer.is_closing()
+            and h.state in (WorkerState.READY, WorkerState.DRAINING)
+        ]
+
+    def on_message(self, h: WorkerHandle, msg: control.ControlMessage) -> None:
+        m = self.master
+        now = time.monotonic()
+        if m.recovery is not None and h.writer is not None and m.recovery.on_message(
+            (h.slot, h.generation), msg, h.writer.write, self._serving_writers
+        ):
+            return
+        match msg:
+            case control.Heartbeat():
+                self._heartbeat(h, msg, now)
+            case control.LeaseRequest():
+                reply = m.lease_desk.request(
+                    h, msg, m.lease_standing(h),
+                    [m.lease_standing(o) for o in m.handles if o is not h],
+                    now=now, wall=time.time())
+                if _writable(h):
+                    assert h.writer is not None
+                    h.writer.write(control.encode(reply))
+            case control.LeaseRelease():
+                m.lease_desk.release(h, msg)
+            case control.Ready():
+                self._ready(h, msg, now)
+            case control.EmitDone():
+                m.emit_relay.done(msg)
+            case control.BootFailed():
+                h.boot_error, h.boot_traceback = msg.error, msg.traceback
+
+    def _heartbeat(self, h: WorkerHandle, msg: control.Heartbeat, now: float) -> None:
+        m = self.master
+        h.last_heartbeat_mono = now
+        h.connections = msg.connections
+        h.handshakes_reported = msg.handshakes_total
+        h.loop_lag_s = msg.loop_lag_s
+        h.messages_total = msg.messages_total
+        h.guards = msg.guards
+        h.adapter = msg.adapter
+        h.emits, h.external_refused = msg.emits, msg.external_refused
+        h.recovery = msg.recovery
+        if m.balancer.limits.max_sessions_per_ip:
+            m.balancer.sessions.reported((h.slot, h.generation), msg.sessions_by_ip, now)
+        if msg.singletons:
+            m.singletons.observe(msg.singletons)
+        m.directory.invalidate()
+
+    def _ready(self, h: WorkerHandle, msg: control.Ready, now: float) -> None:
+        m = self.master
+        if h.state is not WorkerState.STARTING:
+            return
+        h.state = WorkerState.READY
+        h.ready_mono = h.last_heartbeat_mono = now
+        h.engineio_path = m.directory.engineio_path = msg.engineio_path
+        h.ping_budget_s = msg.ping_interval_s + msg.ping_timeout_s
+        m.slot_record(h.slot).ever_ready = True
+        m.directory.invalidate()
+        log.info("worker %d pid %d ready in %.2fs", h.slot, h.pid, now - h.started_mono)
+        m.events.add("ready", f"worker {h.slot} pid {h.pid} ready in "
+                     f"{now - h.started_mono:.2f}s", slot=h.slot)
+        if h.ping_budget_s >= m.config.balancer.upstream_timeout_s:
+            log.warning(
+                "balancer.upstream_timeout_s (%.0fs) should exceed the app's "
+                "ping_interval + ping_timeout (%.0fs), or long-polls will be cut",
+                m.config.balancer.upstream_timeout_s, h.ping_budget_s,
+            )
+
+    async def emit(self, body: EmitBody, args: Any) -> int:
+        """``POST /emit``: hand the emit to the worker(s) :mod:`.emit` chooses."""
+        m = self.master
+        targets = [
+            # A draining worker no longer reads its control channel.
+            Target(h, ready=h.state is WorkerState.READY and _writable(h),
+                   serving=h.state is WorkerState.READY and _writable(h))
+            for h in m.handles
+        ]
+
+        def send(h: WorkerHandle, msg: control.Emit) -> None:
+            assert h.writer is not None
+            h.writer.write(control.encode(msg))
+
+        return await m.emit_relay.emit(m.config.adapter.backend, targets, body, args, send)

@@ -179,17 +179,19 @@ async def connect_upgraded(http: aiohttp.ClientSession, base_url: str) -> WsClie
 
 class PollingClient:
     def __init__(self, http: aiohttp.ClientSession, sid: str, url: str,
-                 headers: Headers | None = None) -> None:
+                 headers: Headers | None = None, *, owns_http: bool = False) -> None:
         self.http = http
         self.sid = sid
         self.url = url
         self.headers = headers or None
         self._next_ack = 0
+        self._owns_http = owns_http  # close the session (its own pool) with the client
 
     @classmethod
-    async def connect(cls, http: aiohttp.ClientSession, base_url: str) -> PollingClient:
+    async def connect(cls, http: aiohttp.ClientSession, base_url: str, *,
+                      owns_http: bool = False) -> PollingClient:
         sid, url, headers = await _polling_handshake(http, base_url)
-        return cls(http, sid, url, headers)
+        return cls(http, sid, url, headers, owns_http=owns_http)
 
     async def call(self, name: str, *args: Any) -> list[Any]:
         """POST the event, then long-poll until its ack arrives (answering pings)."""
@@ -209,4 +211,8 @@ class PollingClient:
                     return packet.args
 
     async def close(self) -> None:
-        await _post_packets(self.http, self.url, "1", headers=self.headers)
+        try:
+            await _post_packets(self.http, self.url, "1", headers=self.headers)
+        finally:
+            if self._owns_http:
+                await self.http.close()

@@ -65,6 +65,10 @@ class Lab:
                 label: str | None = None) -> AbstractContextManager[targets.Target]:
         adapter = adapter or self.settings.cluster_adapter
         redis_url = self.redis_url() if adapter == "redis" else None
+        if self.settings.cluster_polling_handoff is not None:
+            env = {"SIOCLUSTER_BALANCER_POLLING_HANDOFF":
+                   "true" if self.settings.cluster_polling_handoff == "on" else "false",
+                   **(env or {})}
         return targets.cluster(self.settings.workers, adapter=adapter, log_dir=self.log_dir,
                                redis_url=redis_url, websocket=self.settings.cluster_websocket,
                                app=self.settings.app, env=env, label=label)

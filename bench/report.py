@@ -80,7 +80,8 @@ def render_machine(info: dict[str, Any], settings: Settings) -> str:
         f"run: {mode} mode, {settings.workers} workers vs {settings.workers} standalone "
         f"servers, {settings.shards} generator processes, cluster adapter "
         f"{settings.cluster_adapter!r}, websocket mode "
-        f"{settings.cluster_websocket or '(cluster default)'}, {settings.rounds} round(s) "
+        f"{settings.cluster_websocket or '(cluster default)'}, polling handoff "
+        f"{settings.cluster_polling_handoff or '(cluster default)'}, {settings.rounds} round(s) "
         f"per target" + (", peers: HAProxy + python-socketio + AsyncRedisManager, "
                          "Node socket.io cluster" if settings.peers else ""),
     ])

@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the cluster's adapter outside fan-out (default local)")
     parser.add_argument("--cluster-websocket", choices=["tunnel", "handoff"], default=None,
                         help="the cluster's --websocket mode (default: the cluster's own)")
+    parser.add_argument("--cluster-polling-handoff", choices=["on", "off"], default=None,
+                        help="the cluster's [balancer] polling_handoff (default: its own, on); "
+                             "off relays every polling request in the master, for an A/B run")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved rounds per target, median reported (full 2, quick 1; "
                              "with --peers at least 3)")
@@ -76,6 +79,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return preset(quick=args.quick, workers=args.workers, shards=args.shards,
                   out_dir=args.out, cluster_adapter=args.cluster_adapter,
                   cluster_websocket=args.cluster_websocket, peers=args.peers,
+                  cluster_polling_handoff=args.cluster_polling_handoff,
                   rounds=args.rounds,
                   duration_s=args.duration, fanout_clients=args.fanout_clients,
                   idle_connections=args.idle_connections, storm_sessions=args.storm_sessions)

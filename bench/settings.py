@@ -41,6 +41,8 @@ class Settings:
     # --peers: every workload also runs against Node's socket.io cluster and
     # HAProxy + python-socketio + AsyncRedisManager (bench/peers.py).
     peers: bool = False
+    # The cluster's [balancer] polling_handoff: "on", "off", None (its default).
+    cluster_polling_handoff: str | None = None
 
 
 _FULL = dict(rounds=2, duration_s=8.0, settle_s=3.0, ws_clients=64, polling_clients=32,
@@ -56,11 +58,13 @@ PEERS_MIN_ROUNDS = 3
 
 def preset(*, quick: bool, workers: int, shards: int, out_dir: Path,
            cluster_adapter: str = "local", cluster_websocket: str | None = None,
-           peers: bool = False, **overrides: float | int | None) -> Settings:
+           peers: bool = False, cluster_polling_handoff: str | None = None,
+           **overrides: float | int | None) -> Settings:
     base = dict(_QUICK if quick else _FULL)
     if peers:  # a median and a spread need rounds; --rounds still overrides
         base["rounds"] = max(int(base["rounds"]), PEERS_MIN_ROUNDS)
     base.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(workers=workers, shards=shards, quick=quick, out_dir=out_dir,
                     cluster_adapter=cluster_adapter, cluster_websocket=cluster_websocket,
-                    peers=peers, **base)  # type: ignore[arg-type]
+                    peers=peers, cluster_polling_handoff=cluster_polling_handoff,
+                    **base)  # type: ignore[arg-type]

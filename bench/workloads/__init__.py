@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from ..lab import Lab
 from ..model import Section
-from .echo import polling_echo, ws_echo
+from .echo import polling_echo, polling_echo_mixed, polling_echo_own, ws_echo
 from .fanout import fanout
 from .forwarding import forwarding
 from .idle import idle_memory
@@ -41,9 +41,12 @@ WORKLOADS: dict[str, Workload] = {
     "fan-out": fanout,
     "connect-storm": connect_storm,
     "polling-echo": polling_echo,
+    "polling-echo-own": polling_echo_own,
+    "polling-echo-mixed": polling_echo_mixed,
     "idle-memory": idle_memory,
     "ws-echo-asgi": _asgi(ws_echo, "ws-echo-asgi"),
     "polling-echo-asgi": _asgi(polling_echo, "polling-echo-asgi"),
+    "polling-echo-own-asgi": _asgi(polling_echo_own, "polling-echo-own-asgi"),
     "connect-storm-asgi": _asgi(connect_storm, "connect-storm-asgi"),
     "forwarding": forwarding,
     "recovery-fan-out": recovery_fanout,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -76,3 +77,35 @@ async def close_all(clients: Sequence[Closable], concurrency: int = 200,
             await asyncio.gather(*(one(c) for c in clients))
     except TimeoutError:
         return
+
+
+class RoundRobinHttp:
+    """``connections`` one-connection sessions, each request on the next in turn,
+    whichever client sends it: every connection carries every session's
+    requests, interleaved (nginx's upstream keep-alive in front of many
+    browsers, at its worst).  Has what :mod:`bench.clients` uses of a
+    ``ClientSession``: ``get``, ``post``, ``close``."""
+
+    def __init__(self, connections: int) -> None:
+        self._sessions = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1),
+                                  timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                                  cookie_jar=aiohttp.DummyCookieJar())
+            for _ in range(connections)]
+        self._turn = itertools.cycle(self._sessions)
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        return next(self._turn).get(*args, **kwargs)
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        return next(self._turn).post(*args, **kwargs)
+
+    async def close(self) -> None:
+        for session in self._sessions:
+            await session.close()
+
+    async def __aenter__(self) -> RoundRobinHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -31,6 +31,9 @@ class BalancerConfig:
     # The HTTP/1.1 server of the public listener: "httptools" (balancer/front.py)
     # or "aiohttp" (aiohttp's web.Server, the path before it).
     http: Literal["httptools", "aiohttp"] = "httptools"
+    # Pass a kept-alive polling connection to the worker that owns its sessions,
+    # which then serves them without the master (balancer/stickiness.py).
+    polling_handoff: bool = True
 
 
 

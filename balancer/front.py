@@ -19,7 +19,9 @@ can carry the requests of sessions that live on different workers; it is then:
 * or, with several hosts, sent to the host its sid names
   (:mod:`balancer.hostforward`), signed;
 * or, for a WebSocket upgrade, handed off to its worker with the head it
-  carried (``SCM_RIGHTS``, as the front door does for a first request).
+  carried (``SCM_RIGHTS``, as the front door does for a first request);
+* or, a polling request whose connection's last requests went to one worker,
+  handed off with the connection to that worker (:mod:`balancer.stickiness`).
 
 What this layer does not serve itself goes to aiohttp's server
 (:mod:`balancer.proxy`), which takes over the connection with the bytes of the
@@ -38,15 +40,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .answer import Answer
 from .exceptions import UpstreamError, UpstreamUnreachable
 from .forwarding import resolve_client
-from .handoff import encode_handoff
+from .handoff import POLLING, encode_handoff, encode_passed
 from .hostforward import FORWARD_HEADER_BYTES
 from .httpconn import HttpConnection
 from .httpmsg import Request, error_response, json_error, response_head
 from .peer import Peer
 from .peerauth import ForwardClaim
 from .routing import SESSION_UNKNOWN, Forward, Reject, ToHost, extract_sid, route, route_host
+from .stickiness import hand_off_now, streak_after
 
 if TYPE_CHECKING:
     from .proxy import Balancer
@@ -58,16 +62,17 @@ log = logging.getLogger("siocluster.balancer")
 
 # App-route bodies over this are streamed, by aiohttp's server (see the docstring).
 STREAM_BODY_OVER = 256 * 1024
-# An answer is written once when it fits this; larger ones are streamed.
-_COALESCE = 64 * 1024
 _FORWARDED_PROTO = b"X-Forwarded-Proto: http"
+# A polling request larger than this is relayed, not passed with its connection.
+_PASS_AT_MOST = 64 * 1024
 
 
 class FrontProtocol(HttpConnection):
     def __init__(self, balancer: Balancer, peer: Peer | None,
-                 fallback: Callable[[], asyncio.Protocol]) -> None:
+                 fallback: Callable[[], asyncio.Protocol], returns: int = 0) -> None:
         """``peer``: the client a PROXY header named (None: the socket's peer).
-        ``fallback``: aiohttp's protocol, for what this layer does not serve."""
+        ``fallback``: aiohttp's protocol, for what this layer does not serve.
+        ``returns``: how many times workers gave this connection back."""
         super().__init__(balancer.limits, balancer.stats)
         self._b = balancer
         self._peer = peer
@@ -78,12 +83,12 @@ class FrontProtocol(HttpConnection):
         self._kind = ""
         self._to_peer = ""  # several hosts: the peer host this answer comes from
         self._claim: ForwardClaim | None = None  # a verified forward's client
-        # The answer being written: head and body parts not yet written, framing.
-        self._out: list[bytes] = []
-        self._out_size = 0
-        self._sent = False  # some of the answer was written: a failure now can only close
-        self._chunk_out = False
-        self._close_after = False
+        self._reply = Answer()  # the answer being written
+        # balancer.stickiness: the worker of the last requests, how many in a row.
+        self._returns = returns
+        self._last_owner: tuple[int, int] | None = None
+        self._streak = 0
+        self._passing: Forward | None = None  # to pass once this read is parsed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -134,6 +139,8 @@ class FrontProtocol(HttpConnection):
         sid = extract_sid(query.decode("latin-1")) if b"sid=" in query else None
         host_id = b.directory.host_id
         self._claim = None
+        # A run of polling requests for one worker: anything else ends it.
+        last, self._last_owner = self._last_owner, None
         if host_id and self._route_host(req, sid, host_id):
             return
         decision = route(sid, b.directory.views(), host_id)
@@ -161,8 +168,27 @@ class FrontProtocol(HttpConnection):
             self._kind = "handshake"
         else:
             self._kind = "poll" if req.method == b"GET" else "send"
+            if self._sticks(req, decision, last):
+                if self._feeding:
+                    # Passed once the parser is done with this read: a pipelined
+                    # request behind it may be in the same bytes.
+                    self._passing = decision
+                    return
+                if not self._queue and self._phase_idle() and self._pass_polling(req, decision):
+                    return
+        self._relay(req, decision, client)
+
+    def _relay(self, req: Request, decision: Forward, client: str) -> None:
         data = req.upstream([b"X-Forwarded-For: " + client.encode("latin-1"), _FORWARDED_PROTO])
-        self._send(req, b.pool(decision.slot, decision.generation), data)
+        self._send(req, self._b.pool(decision.slot, decision.generation), data)
+
+    def _fed(self) -> None:
+        decision, self._passing = self._passing, None
+        req = self._active
+        if decision is None or req is None:
+            return
+        if self._queue or not self._phase_idle() or not self._pass_polling(req, decision):
+            self._relay(req, decision, self._client(req))
 
     def _admitted(self, req: Request, client: str, decision: Forward) -> bool:
         """A new session past the per-address limits (counted), or answered 429 here."""
@@ -180,11 +206,7 @@ class FrontProtocol(HttpConnection):
 
     def _send(self, req: Request, pool: UpstreamPool, data: bytes) -> None:
         self._started = time.monotonic()
-        self._out = []
-        self._out_size = 0
-        self._sent = False
-        self._chunk_out = False
-        self._close_after = not req.keep_alive
+        self._reply.reset(close=not req.keep_alive)
         self._exchange = pool.exchange(data, self, head_only=req.method == b"HEAD")
         if self._writing_paused and self._exchange is not None:
             self._exchange.pause_reading()
@@ -255,22 +277,45 @@ class FrontProtocol(HttpConnection):
         self._finish(close=req is None or not req.keep_alive)
 
     def _hand_off(self, req: Request, decision: Forward) -> bool:
-        """Pass the connection, with the head it carried, to the worker."""
-        b = self._b
-        channel = b.directory.handoff_channel(decision.slot, decision.generation)
+        """Pass the upgrade's connection, with the head it carried, to the worker."""
+        named = self._peer if self._claim is None else (self._claim.client_ip,
+                                                        self._claim.client_port)
+        if not self._pass(decision, encode_handoff(req.head() + req.rest, named)):
+            return False
+        self._b.stats.handoffs += 1
+        return True
+
+    def _sticks(self, req: Request, decision: Forward, last: tuple[int, int] | None) -> bool:
+        """Count this request for its worker; whether the connection moves there now."""
+        owner = (decision.slot, decision.generation)
+        self._streak = streak_after(last, owner, self._streak)
+        self._last_owner = owner
+        return (self._b.config.polling_handoff and hand_off_now(self._streak, self._returns)
+                and req.keep_alive and req.version == "1.1" and self._claim is None
+                and not self._closed)
+
+    def _pass_polling(self, req: Request, decision: Forward) -> bool:
+        """Pass the connection, with ``req``, to the worker that owns its sessions."""
+        data = req.replay()
+        if len(data) > _PASS_AT_MOST or not self._pass(
+                decision, encode_passed(POLLING, data, self._peer, self._returns)):
+            return False
+        self._b.stats.polling_handoffs += 1
+        return True
+
+    def _pass(self, decision: Forward, payload: bytes) -> bool:
+        """Pass the socket to the worker (SCM_RIGHTS) with ``payload``; ours closes."""
+        channel = self._b.directory.handoff_channel(decision.slot, decision.generation)
         raw = self._transport.get_extra_info("socket")
-        if channel is None or raw is None:
+        if channel is None or raw is None or self._transport.get_write_buffer_size():
             return False
         try:
-            named = self._peer if self._claim is None else (self._claim.client_ip,
-                                                            self._claim.client_port)
-            socket.send_fds(channel, [encode_handoff(req.head() + req.rest, named)],
-                            [raw.fileno()])
+            socket.send_fds(channel, [payload], [raw.fileno()])
         except OSError:
-            b.stats.handoff_failures += 1
+            self._b.stats.handoff_failures += 1
             return False
-        b.stats.handoffs += 1
         self._detach()
+        self._active = None
         self._transport.abort()  # our copy, without a shutdown: the worker's stays open
         return True
 
@@ -292,38 +337,14 @@ class FrontProtocol(HttpConnection):
 
     def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       length: int | None, chunked: bool) -> None:
-        if self._closed:
-            return
-        req = self._active
-        extra: list[bytes] = []
-        if length is not None:
-            extra.append(b"Content-Length: %d" % length)
-        elif status in (204, 304) or status < 200 or (req is not None and req.method == b"HEAD"):
-            pass  # no body
-        elif req is not None and req.version == "1.1":
-            extra.append(b"Transfer-Encoding: chunked")
-            self._chunk_out = True
-        else:
-            self._close_after = True  # an HTTP/1.0 client: the close ends the body
-        self._out.append(response_head(status, reason, headers, extra, close=self._close_after))
+        if not self._closed:
+            self._reply.head(status, reason, headers, length, self._active)
 
     def upstream_body(self, data: bytes) -> None:
         if self._to_peer:
             self._b.hosts.stats(self._to_peer).bytes_in += len(data)
-        if self._closed:
-            return
-        if self._chunk_out:
-            self._out.append(b"%x\r\n" % len(data))
-            self._out.append(data)
-            self._out.append(b"\r\n")
-        else:
-            self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size > _COALESCE:
-            self._transport.write(b"".join(self._out))
-            self._out.clear()
-            self._out_size = 0
-            self._sent = True
+        if not self._closed and (ready := self._reply.body(data)) is not None:
+            self._transport.write(ready)
 
     def upstream_done(self) -> None:
         self._exchange = None
@@ -332,12 +353,9 @@ class FrontProtocol(HttpConnection):
             self._to_peer = ""
         if self._closed:
             return
-        if self._chunk_out:
-            self._out.append(b"0\r\n\r\n")
-        self._transport.write(b"".join(self._out))
-        self._out.clear()
+        self._transport.write(self._reply.end())
         self._b.stats.latency[self._kind].observe(time.monotonic() - self._started)
-        self._finish(close=self._close_after)
+        self._finish(close=self._reply.close)
 
     def upstream_failed(self, error: UpstreamError) -> None:
         self._exchange = None
@@ -348,19 +366,19 @@ class FrontProtocol(HttpConnection):
             log.warning("host %s unreachable: %s", peer, error)
         if self._closed:
             return
-        if peer and isinstance(error, UpstreamUnreachable) and not self._sent:
+        if peer and isinstance(error, UpstreamUnreachable) and not self._reply.sent:
             # Nothing listens there: the host is gone even if its lease has not
             # expired yet, and so are its sessions.  Say so at once.
             self._b.stats.session_unknown += 1
-            self._out.clear()
+            self._reply.clear()
             self._answer(error_response(SESSION_UNKNOWN.status, SESSION_UNKNOWN.body,
                                         content_type=SESSION_UNKNOWN.content_type.encode(),
-                                        close=self._close_after))
+                                        close=self._reply.close))
             return
         self._b.stats.upstream_errors += 1
         log.debug("worker unreachable: %s", error)
-        if self._sent:
+        if self._reply.sent:
             self._finish(close=True)  # part of the answer is out: only closing tells
             return
-        self._out.clear()
-        self._answer(json_error(502, "worker unavailable", close=self._close_after))
+        self._reply.clear()
+        self._answer(json_error(502, "worker unavailable", close=self._reply.close))

@@ -126,6 +126,8 @@ class FrontDoor:
         self._trusted = TrustedProxies(config.trusted_proxies)
         self._sockopts = keepalive_options(limits.tcp_keepalive_s)
         self.port = config.port
+        if balancer is not None:  # it serves the polling connections workers give back
+            balancer.returns.protocol = self._protocol
 
     def bind(self) -> None:
         infos = socket.getaddrinfo(
@@ -163,10 +165,11 @@ class FrontDoor:
         for task in list(self._triage):
             task.cancel()
 
-    def _protocol(self, peer: Peer | None) -> Any:
+    def _protocol(self, peer: Peer | None, returns: int = 0) -> Any:
         """The protocol that serves a connection from its first request on."""
         if self._balancer is not None and self.config.http == "httptools":
-            return FrontProtocol(self._balancer, peer, lambda: self._aiohttp_protocol(peer))
+            return FrontProtocol(self._balancer, peer, lambda: self._aiohttp_protocol(peer),
+                                 returns)
         return self._aiohttp_protocol(peer)
 
     def _aiohttp_protocol(self, peer: Peer | None) -> Any:

@@ -70,6 +70,7 @@ class HttpConnection(asyncio.Protocol):
         self._upgraded = False  # the parser stopped at an upgrade
         self._discarding = False  # refused mid-body: read the rest away, then close
         self._detached = False  # handed off, or given to another protocol
+        self._feeding = False  # in the parser: it may hold bytes of a next request
         self._closed = False
 
     # what the subclass does with requests
@@ -123,8 +124,13 @@ class HttpConnection(asyncio.Protocol):
             self._transport.pause_reading()
         self._update_timer()
 
+    def _fed(self) -> None:
+        """``data_received``'s bytes are all parsed (a decision :meth:`_serve` took
+        in the middle of them may need to know that no more are held here)."""
+
     def _feed(self, data: bytes) -> bool:
         """Parse ``data``; False when the connection was refused for it."""
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -140,6 +146,9 @@ class HttpConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(400, f"bad request: {exc}")
             return False
+        finally:
+            self._feeding = False
+        self._fed()
         return True
 
     def eof_received(self) -> bool | None:
@@ -359,6 +368,10 @@ class HttpConnection(asyncio.Protocol):
             self._paused = False
             self._transport.resume_reading()
         self._update_timer()
+
+    def _phase_idle(self) -> bool:
+        """No request is partly read (a pipelined one behind the active one)."""
+        return self._phase == _IDLE
 
     def _detach(self) -> None:
         """The connection is someone else's now (a worker's, another protocol's)."""

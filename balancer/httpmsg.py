@@ -17,6 +17,9 @@ DROP_REQUEST = frozenset({
     b"trailer", b"transfer-encoding", b"upgrade", b"content-length", b"x-forwarded-for",
     b"x-forwarded-proto", b"expect",
 })
+# Request headers a replay drops: the framing (a replay sets Content-Length) and
+# Expect (whoever replays it already answered 100-continue).
+_DROP_REPLAY = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 # Response headers the client does not get from the worker.
 _DROP_RESPONSE = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -120,6 +123,21 @@ class Request:
                  if (low := n.lower()) not in DROP_REQUEST and low != drop]
         head += [line + b"\r\n" for line in extra]
         if body or self.method in (b"POST", b"PUT", b"PATCH"):
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        head.append(b"\r\n")
+        return b"".join(head) + body
+
+    def replay(self) -> bytes:
+        """The request as the client sent it, for another server to parse again:
+        its headers as parsed, but framed by Content-Length (a chunked body goes
+        decoded) and without Expect; an upgrade with the bytes after its head.  Pure."""
+        if self.upgrade:
+            return self.head() + self.rest
+        body = bytes(self.body)
+        head = [self.method + b" " + self.url + b" HTTP/" + self.version.encode() + b"\r\n"]
+        head += [n + b": " + v + b"\r\n" for n, v in self.headers
+                 if n.lower() not in _DROP_REPLAY]
+        if body or self.length is not None or self.chunked:
             head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(b"\r\n")
         return b"".join(head) + body

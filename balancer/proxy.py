@@ -31,6 +31,7 @@ from .hostproxy import FORWARD_CLAIM, HostForwarding
 from .peerauth import ForwardClaim
 from .ratelimit import KeyedLimiter, retry_after_header
 from .relay import WorkerRelay, forward_headers
+from .returns import ReturnDesk
 from .routing import Forward, Reject, extract_sid, route
 from .sessions import SessionLedger
 from .stats import BalancerStats
@@ -62,6 +63,8 @@ class Balancer:
         # The paths: plain HTTP to a worker, forwards to other hosts.
         self.relay = WorkerRelay(self)
         self.host_forwarding = HostForwarding(self)
+        # Polling connections workers give back (balancer.stickiness).
+        self.returns = ReturnDesk(self.stats)
 
     def make_server(self, **kwargs: Any) -> web.Server:
         """aiohttp's low-level server: every request goes to :meth:`handle`, with

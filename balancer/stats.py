@@ -44,6 +44,8 @@ class BalancerStats:
     tunnels_active: int = 0
     handoffs: int = 0
     handoff_failures: int = 0
+    polling_handoffs: int = 0  # kept-alive polling connections passed to a worker
+    polling_returns: int = 0  # ... and given back by one
     head_timeouts: int = 0
     body_timeouts: int = 0
     rate_limited: int = 0
@@ -68,6 +70,8 @@ class BalancerStats:
             "tunnels_active": self.tunnels_active,
             "handoffs": self.handoffs,
             "handoff_failures": self.handoff_failures,
+            "polling_handoffs": self.polling_handoffs,
+            "polling_returns": self.polling_returns,
             "head_timeouts_408": self.head_timeouts,
             "body_timeouts_408": self.body_timeouts,
             "rate_limited_429": self.rate_limited,

@@ -110,6 +110,7 @@ class WorkerActions:
         m.directory.invalidate()
         loop = asyncio.get_running_loop()
         loop.add_reader(process.pidfd, m.reaper.on_exit, handle)
+        m.balancer.returns.watch(process.handoff)  # polling connections it gives back
         self._spawn_task(m.channels.talk(handle))
         log.info("worker %d started: pid %d, generation %x", slot, handle.pid, handle.generation)
         m.events.add("started", f"worker {slot} started: pid {handle.pid}", slot=slot)

@@ -131,6 +131,7 @@ class ControlChannels:
         h.loop_lag_s = msg.loop_lag_s
         h.messages_total = msg.messages_total
         h.guards = msg.guards
+        h.gate = msg.gate
         h.adapter = msg.adapter
         h.emits, h.external_refused = msg.emits, msg.external_refused
         h.recovery = msg.recovery

@@ -43,6 +43,7 @@ class WorkerHandle:
     loop_lag_s: float = 0.0
     messages_total: int = 0
     guards: dict[str, int] = field(default_factory=dict)
+    gate: dict[str, int] = field(default_factory=dict)  # worker/gate.py's counters
     adapter: AdapterStatus | None = None  # from the last heartbeat
     emits: dict[str, int] = field(default_factory=dict)
     external_refused: dict[str, int] = field(default_factory=dict)

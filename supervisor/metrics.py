@@ -104,6 +104,12 @@ def _balancer_metrics(m: Master) -> Iterable[Metric]:
     for name, doc, value in (
         ("siocluster_balancer_handoffs", "WebSocket sockets passed to workers",
          stats.handoffs),
+        ("siocluster_balancer_polling_handoffs",
+         "Kept-alive polling connections passed to the worker owning their sessions",
+         stats.polling_handoffs),
+        ("siocluster_balancer_polling_returns",
+         "Polling connections a worker gave back (a request on them was not its own)",
+         stats.polling_returns),
         ("siocluster_balancer_head_timeouts", "Connections closed for a slow head (408)",
          stats.head_timeouts),
         ("siocluster_balancer_rate_limited", "New sessions refused by the rate limit (429)",
@@ -143,9 +149,15 @@ def _heartbeat_metrics(m: Master) -> Iterable[Metric]:
         "siocluster_guard_events", "Auth results, rate-limited events and typed-payload "
         "checks, per worker slot", labels=["slot", "kind"],
     )
+    gate = CounterMetricFamily(
+        "siocluster_worker_gate", "Kept-alive polling connections a worker serves itself: "
+        "requests, returns to the master, failed returns (503), refusals", labels=["slot", "kind"],
+    )
     for h in m.handles:
         for kind, count in sorted(h.guards.items()):
             guards.add_metric([str(h.slot), kind], count)
+        for kind, count in sorted(h.gate.items()):
+            gate.add_metric([str(h.slot), kind], count)
         messages.add_metric([str(h.slot)], h.messages_total)
         for key, value in (h.adapter.gauges() if h.adapter is not None else {}).items():
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -155,6 +167,7 @@ def _heartbeat_metrics(m: Master) -> Iterable[Metric]:
                 family.add_metric([str(h.slot)], value)
     yield messages
     yield guards
+    yield gate
     yield from adapter.values()
 
 

@@ -104,6 +104,7 @@ class Reaper:
         """An exited worker: close its pidfd and socket, and forget it everywhere."""
         m = self.master
         asyncio.get_running_loop().remove_reader(h.process.pidfd)
+        m.balancer.returns.unwatch(h.process.handoff)
         h.process.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(h.socket_path)

@@ -73,6 +73,7 @@ def _worker_entry(h: WorkerHandle, record: SlotRecord, now: float) -> dict[str, 
         "fd_limit": h.sample.get("fd_limit"),
         "threads": h.sample.get("threads"),
         "guards": h.guards,
+        "gate": h.gate,
     }
 
 

@@ -98,6 +98,11 @@ class AiohttpServer:
         if head:
             protocol.data_received(head)
 
+    def protocol(self) -> asyncio.Protocol:
+        server = self.runner.server
+        assert server is not None
+        return server()
+
     async def stop_accepting(self) -> None:
         if self._site is not None:
             await self._site.stop()

@@ -159,6 +159,10 @@ class AsgiServer:
         if head:
             protocol.data_received(head)
 
+    def protocol(self) -> asyncio.Protocol:
+        protocol: asyncio.Protocol = self._factory()
+        return protocol
+
     async def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()

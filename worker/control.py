@@ -250,6 +250,9 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     external_refused: dict[str, int] = {}
     # Connection-state recovery, this worker's side: recovered, replayed, not_recovered/<reason>.
     recovery: dict[str, int] = {}
+    # Polling connections the master passed (worker/gate.py): requests served,
+    # connections given back, returns that failed (answered 503), refusals.
+    gate: dict[str, int] = {}
 
 
 Room = str | int

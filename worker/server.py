@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from balancer.forwarding import TrustedProxies
-from balancer.handoff import decode_handoff
-from balancer.sid import mint_sid
+from balancer.handoff import POLLING, decode_handoff, decode_passed
+from balancer.sid import SidOwner, mint_sid
 
 from . import control
 from .adapter import AdapterHandle, install_adapter
@@ -43,6 +43,7 @@ from .admin_ui import ClusterAdmin
 from .app_loader import LoadedApp
 from .config import WorkerConfig
 from .drain import UPGRADE_GRACE_S, close_session, close_spread
+from .gate import GateDesk
 from .guards import Guards, install_guards
 from .libcontract import driver_table, replace_driver_table
 from .logfilter import ClientErrorFilter
@@ -79,6 +80,7 @@ class WorkerRuntime:
         self.recovery: RecoveryAgent | None = None
         self.outbound_overflows = 0
         self.admin_ui: ClusterAdmin | None = None
+        self.gates: GateDesk | None = None  # polling connections the master passed
 
     # Wiring into python-engineio's public surface
 
@@ -162,6 +164,11 @@ class WorkerRuntime:
         loop = asyncio.get_running_loop()
         server = self.server
         assert server is not None, "adopt_handoffs() after start()"
+        gates = self.gates = GateDesk(
+            self.config.limits,
+            SidOwner(self.msg.slot, self.msg.generation, self.config.host_id),
+            self.loaded.engineio_path, TrustedProxies(self.config.balancer.trusted_proxies),
+            server.protocol, channel)
 
         def on_readable() -> None:
             while True:
@@ -175,13 +182,19 @@ class WorkerRuntime:
                 if not fds and not head:
                     loop.remove_reader(channel.fileno())  # the master is gone
                     return
-                # The head the master already read (empty: unread, it peeked) and
-                # the client a PROXY header named (None: the socket's peer).
-                read, peer = decode_handoff(head)
+                passed = decode_passed(head)
                 for fd in fds:
                     sock = socket.socket(fileno=fd)
                     sock.setblocking(False)
-                    task = loop.create_task(server.adopt(sock, read, peer))
+                    if passed is not None and passed.kind == POLLING:
+                        # A kept-alive polling connection, for the gate (worker/gate.py).
+                        adopting = gates.adopt(sock, passed.data, passed.peer, passed.returns)
+                    else:
+                        # The head the master already read (empty: unread, it peeked)
+                        # and the client a PROXY header named (None: the socket's peer).
+                        read, peer = decode_handoff(head)
+                        adopting = server.adopt(sock, read, peer)
+                    task = loop.create_task(adopting)
                     self._adopting.add(task)
                     task.add_done_callback(self._adopting.discard)
 
@@ -216,6 +229,7 @@ class WorkerRuntime:
             emits=figures.emits if figures is not None else {},
             recovery=self.recovery.status() if self.recovery is not None else {},
             external_refused=figures.external_refused if figures is not None else {},
+            gate=self.gates.figures() if self.gates is not None else {},
         )
 
     def guard_counters(self) -> dict[str, int]:
@@ -252,6 +266,8 @@ class WorkerRuntime:
         if self._stopped:
             return
         self._stopped = True
+        if self.gates is not None:  # kept-alive polling connections go back to the master
+            self.gates.release_all()
         sio = self.loaded.sio
         # A close packet for a polling client waits for its next GET; a client
         # that vanished never sends one, so that step is bounded on its own.

@@ -11,6 +11,8 @@ the app.  It talks to an :class:`AppServer`:
 3. :meth:`~AppServer.adopt`: take a client socket the master handed off,
    optionally with the request head it already read, and optionally with the
    client's address when it is not the socket's peer (PROXY protocol);
+   :meth:`~AppServer.protocol` is a new connection's HTTP protocol, for the
+   gate (:mod:`worker.gate`) to feed a polling connection's requests to;
 4. :meth:`~AppServer.stop_accepting`, then :meth:`~AppServer.close`: the app's
    own shutdown runs last, after every session was closed.
 
@@ -25,6 +27,7 @@ shape :mod:`worker.app_loader` found.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any, Protocol
 
@@ -42,6 +45,8 @@ class AppServer(Protocol):
     async def listen(self, path: str) -> None: ...
 
     async def adopt(self, sock: socket.socket, head: bytes, peer: Peer | None) -> None: ...
+
+    def protocol(self) -> asyncio.Protocol: ...
 
     async def stop_accepting(self) -> None: ...
 

@@ -49,3 +49,30 @@ def test_json_error_names_the_status_and_carries_extra_headers() -> None:
                                    b"Content-Type: application/json", b"Retry-After: 3",
                                    b"Content-Length: 36", b"Connection: close"]
     assert body == b'{"code": 429, "message": "too many"}'
+
+
+def test_replay_keeps_the_client_headers_and_reframes_a_chunked_body() -> None:
+    req = Request()
+    req.method, req.url, req.version = b"POST", b"/socket.io/?sid=x", "1.1"
+    req.headers = [(b"Host", b"a"), (b"Transfer-Encoding", b"chunked"),
+                   (b"X-Forwarded-For", b"198.51.100.7"), (b"Expect", b"100-continue")]
+    req.chunked = True
+    req.body = bytearray(b"4:hello")
+    assert req.replay() == (b"POST /socket.io/?sid=x HTTP/1.1\r\nHost: a\r\n"
+                            b"X-Forwarded-For: 198.51.100.7\r\nContent-Length: 7\r\n\r\n4:hello")
+
+
+def test_replay_of_a_get_adds_no_framing_and_keeps_its_version() -> None:
+    req = Request()
+    req.method, req.url, req.version = b"GET", b"/x", "1.0"
+    req.headers = [(b"Connection", b"keep-alive")]
+    assert req.replay() == b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+
+
+def test_replay_of_an_upgrade_carries_the_bytes_after_its_head() -> None:
+    req = Request()
+    req.method, req.url = b"GET", b"/socket.io/?transport=websocket"
+    req.headers = [(b"Upgrade", b"websocket")]
+    req.upgrade = True
+    req.rest = b"\x81\x05hello"
+    assert req.replay() == req.head() + b"\x81\x05hello"

@@ -1,0 +1,193 @@
+"""Kept-alive polling connections served by the worker that owns their sessions.
+
+The master passes a connection whose requests go to one worker to that worker
+(balancer/stickiness.py); the worker's gate (worker/gate.py) serves its own
+sessions' requests and gives the connection back with any other request.
+Real cluster, raw HTTP/1.1 over one socket, so which connection carries what
+is known exactly.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from balancer.sid import parse_sid
+from tests.cluster import Cluster, run_cli, start_cluster
+
+Q = "/socket.io/?EIO=4&transport=polling"
+
+
+def _request(conn: http.client.HTTPConnection, method: str, path: str,
+             body: bytes | None = None) -> tuple[int, bytes]:
+    conn.request(method, path, body=body)
+    resp = conn.getresponse()
+    return resp.status, resp.read()
+
+
+def _open_session(conn: http.client.HTTPConnection) -> str:
+    status, body = _request(conn, "GET", Q)
+    assert status == 200, body
+    sid = str(json.loads(body[1:])["sid"])
+    assert _request(conn, "POST", f"{Q}&sid={sid}", b"40") == (200, b"OK")
+    status, body = _request(conn, "GET", f"{Q}&sid={sid}")
+    assert status == 200 and body.startswith(b"40{"), body
+    return sid
+
+
+def _whoami(conn: http.client.HTTPConnection, sid: str, ack: int) -> dict[str, object]:
+    assert _request(conn, "POST", f"{Q}&sid={sid}", f'42{ack}["whoami"]'.encode()) == (200, b"OK")
+    status, body = _request(conn, "GET", f"{Q}&sid={sid}")
+    assert status == 200 and body.startswith(f"43{ack}".encode()), body
+    answer: dict[str, object] = json.loads(body[len(f"43{ack}"):])[0]
+    return answer
+
+
+def _balancer(cluster: Cluster) -> dict[str, int]:
+    figures: dict[str, int] = cluster.status()["balancer"]
+    return figures
+
+
+@pytest.mark.parametrize("app", ["echo_app:app", "fastapi_wrapped:app"])
+def test_a_sessions_own_connection_is_served_by_its_worker(tmp_path: Path, app: str) -> None:
+    with start_cluster(app, workers=2, tmp_path=tmp_path) as cluster:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sid = _open_session(conn)
+        sock = conn.sock
+        before = _balancer(cluster)["requests"]
+        pids = {_whoami(conn, sid, ack)["pid"] for ack in range(20)}
+        figures = _balancer(cluster)
+        assert conn.sock is sock, "one keep-alive connection throughout"
+        assert figures["polling_handoffs"] == 1 and figures["polling_returns"] == 0
+        # It moves at the third polling request in a row (the join's two, then one).
+        assert figures["requests"] == before + 1, "the master saw 1 of the 40 requests"
+        assert len(pids) == 1
+        # The app sees the client's address, as it does through the master.
+        assert _whoami(conn, sid, 99)["remote"] == "127.0.0.1"
+
+
+def test_a_connection_shared_by_two_workers_sessions_goes_back_and_stays(
+        tmp_path: Path) -> None:
+    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sids: list[str] = []
+        while len({parse_sid(s).slot for s in sids}) < 2:  # type: ignore[union-attr]
+            sids.append(_open_session(conn))
+        sock = conn.sock
+        _whoami(conn, sids[-1], 100)  # a run of three for one worker: it moves
+        assert _balancer(cluster)["polling_handoffs"] == 1
+        for ack in range(10):
+            for sid in sids:
+                _whoami(conn, sid, ack)
+        figures = _balancer(cluster)
+        assert conn.sock is sock
+        # Passed once, given back once; then the master keeps a mixed connection.
+        assert figures["polling_handoffs"] == 1 and figures["polling_returns"] == 1
+        assert figures["session_unknown_400"] == 0
+
+
+def test_pipelined_requests_keep_their_order_across_a_return(tmp_path: Path) -> None:
+    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sids: list[str] = []
+        while len({parse_sid(s).slot for s in sids}) < 2:  # type: ignore[union-attr]
+            sids.append(_open_session(conn))
+        a = sids[-1]
+        b = next(s for s in sids if parse_sid(s).slot != parse_sid(a).slot)  # type: ignore[union-attr]
+        _whoami(conn, a, 1)  # the connection is now a's worker's
+        raw = b"".join(
+            f"POST {Q}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(p)}\r\n\r\n".encode()
+            + p
+            for sid, p in ((a, b'42["store",1]'), (b, b'42["store",2]'), (a, b'42["store",3]')))
+        sock = conn.sock
+        assert sock is not None
+        sock.sendall(raw)
+        answers = b""
+        sock.settimeout(10)
+        while answers.count(b"\r\n\r\nOK") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {answers!r}"
+            answers += chunk
+        heads = [part for part in answers.split(b"HTTP/1.1 ")[1:]]
+        assert [h[:3] for h in heads] == [b"200"] * 3, answers
+        # The connection still serves, from the master now.
+        _whoami(conn, b, 2)
+        assert _balancer(cluster)["polling_returns"] >= 1
+
+
+LIMITS = """
+[limits]
+max_message_bytes = 10000
+header_timeout_s = 1.0
+"""
+
+
+def test_the_limits_hold_on_a_handed_off_connection(tmp_path: Path) -> None:
+    with start_cluster(workers=1, tmp_path=tmp_path, config=LIMITS) as cluster:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sid = _open_session(conn)
+        _whoami(conn, sid, 1)
+        assert _balancer(cluster)["polling_handoffs"] == 1
+        status, body = _request(conn, "POST", f"{Q}&sid={sid}", b"4" + b"x" * 20_000)
+        assert status == 413 and b"10000" in body
+
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sid = _open_session(conn)
+        _whoami(conn, sid, 1)
+        sock = conn.sock
+        assert sock is not None and _balancer(cluster)["polling_handoffs"] == 2
+        sock.sendall(f"GET {Q}&sid={sid} HTTP/1.1\r\nHo".encode())  # and no more
+        started = time.monotonic()
+        sock.settimeout(10)
+        answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert time.monotonic() - started < 5
+        assert sock.recv(4096) == b""  # closed
+
+
+def test_a_reload_gives_kept_alive_connections_back(tmp_path: Path) -> None:
+    with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
+        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sid = _open_session(conn)
+        _whoami(conn, sid, 1)
+        sock = conn.sock
+        before = cluster.worker_pids()
+        assert run_cli("reload", "--admin-port", str(cluster.admin_port)).returncode == 0
+        deadline = time.monotonic() + 30
+        while not (ready := {w["pid"] for w in cluster.ready_workers()}) or ready & before \
+                or cluster.worker_pids() & before:
+            assert time.monotonic() < deadline, "reload did not replace the worker"
+            time.sleep(0.1)
+        # The old worker gave the idle connection back: it still works, for a new session.
+        new = _open_session(conn)
+        assert conn.sock is sock
+        assert _whoami(conn, new, 2)["pid"] in ready
+        assert _balancer(cluster)["polling_returns"] >= 1
+
+
+def test_a_vanished_client_leaves_no_gate_behind(tmp_path: Path) -> None:
+    with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
+        pid = next(iter(cluster.worker_pids()))
+        baseline = _sockets(pid)
+        for _ in range(30):
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+            sid = _open_session(conn)
+            _whoami(conn, sid, 1)
+            assert conn.sock is not None
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # reset, mid-session
+        assert _balancer(cluster)["polling_handoffs"] == 30
+        deadline = time.monotonic() + 10
+        while (now := _sockets(pid)) > baseline:
+            assert time.monotonic() < deadline, f"{now - baseline} sockets left in the worker"
+            time.sleep(0.2)
+
+
+def _sockets(pid: int) -> int:
+    return sum(1 for fd in Path(f"/proc/{pid}/fd").iterdir() if "socket" in str(fd.readlink()))

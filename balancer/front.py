@@ -162,20 +162,23 @@ class FrontProtocol(HttpConnection):
             if not self._hand_off(req, decision):
                 self._to_aiohttp(req.head() + req.rest)
             return
+        moves = False
         if not engineio:
             self._kind = "app"
         elif decision.new_session:
-            self._kind = "handshake"
+            self._kind = "handshake"  # admitted: a fresh connection moves with it
+            moves = self._returns == 0 and req.method == b"GET" and self._movable(req)
         else:
             self._kind = "poll" if req.method == b"GET" else "send"
-            if self._sticks(req, decision, last):
-                if self._feeding:
-                    # Passed once the parser is done with this read: a pipelined
-                    # request behind it may be in the same bytes.
-                    self._passing = decision
-                    return
-                if not self._queue and self._phase_idle() and self._pass_polling(req, decision):
-                    return
+            moves = self._sticks(req, decision, last)
+        if moves:
+            if self._feeding:
+                # Passed once the parser is done with this read: a pipelined
+                # request behind it may be in the same bytes.
+                self._passing = decision
+                return
+            if not self._queue and self._phase_idle() and self._pass_polling(req, decision):
+                return
         self._relay(req, decision, client)
 
     def _relay(self, req: Request, decision: Forward, client: str) -> None:
@@ -290,15 +293,18 @@ class FrontProtocol(HttpConnection):
         owner = (decision.slot, decision.generation)
         self._streak = streak_after(last, owner, self._streak)
         self._last_owner = owner
-        return (self._b.config.polling_handoff and hand_off_now(self._streak, self._returns)
-                and req.keep_alive and req.version == "1.1" and self._claim is None
-                and not self._closed)
+        return hand_off_now(self._streak, self._returns) and self._movable(req)
+
+    def _movable(self, req: Request) -> bool:
+        return (self._b.config.polling_handoff and req.keep_alive and req.version == "1.1"
+                and self._claim is None and not self._closed)
 
     def _pass_polling(self, req: Request, decision: Forward) -> bool:
-        """Pass the connection, with ``req``, to the worker that owns its sessions."""
+        """Pass the connection, with ``req``, to the worker that owns (or, for a
+        handshake, will own) its sessions."""
         data = req.replay()
-        if len(data) > _PASS_AT_MOST or not self._pass(
-                decision, encode_passed(POLLING, data, self._peer, self._returns)):
+        if len(data) > _PASS_AT_MOST or not self._pass(decision, encode_passed(
+                POLLING, data, self._peer, self._returns, admitted=decision.new_session)):
             return False
         self._b.stats.polling_handoffs += 1
         return True

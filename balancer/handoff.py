@@ -18,9 +18,10 @@ A kept-alive polling connection travels the same way (:mod:`balancer.stickiness`
 both ways: ``b"P"`` from the master to the worker whose sessions it carries
 (served by the worker's gate, :mod:`worker.gate`), ``b"R"`` from a worker back
 to the master when a request on it is not the worker's.  Their line also
-carries how many times the connection was given back; what follows the
-newline is the requests already read off it, as :meth:`Request.replay` wrote
-them.
+carries how many times the connection was given back, and ``a`` when the
+first request is a handshake the master already admitted (the worker serves
+it though it names no sid of its own); what follows the newline is the
+requests already read off it, as :meth:`Request.replay` wrote them.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Passed(NamedTuple):
     data: bytes  # the requests read off it and not answered
     peer: tuple[str, int] | None  # the client a PROXY header named (None: the peer)
     returns: int  # how many times a worker gave it back
+    admitted: bool = False  # the first request is a handshake the master admitted
 
 
 def encode_handoff(head: bytes, peer: tuple[str, int] | None) -> bytes:
@@ -63,9 +65,11 @@ def decode_handoff(payload: bytes) -> tuple[bytes, tuple[str, int] | None]:
     return head, (address, int(port))
 
 
-def encode_passed(kind: bytes, data: bytes, peer: tuple[str, int] | None, returns: int) -> bytes:
+def encode_passed(kind: bytes, data: bytes, peer: tuple[str, int] | None, returns: int,
+                  *, admitted: bool = False) -> bytes:
     address = f"{peer[0]} {peer[1]}" if peer is not None else "- -"
-    return kind + f"{address} {returns}".encode("ascii") + b"\n" + data
+    flag = " a" if admitted else ""
+    return kind + f"{address} {returns}{flag}".encode("ascii") + b"\n" + data
 
 
 def decode_passed(payload: bytes) -> Passed | None:
@@ -75,8 +79,9 @@ def decode_passed(payload: bytes) -> Passed | None:
         return None
     line, _, data = payload[1:].partition(b"\n")
     fields = line.decode("ascii", "replace").split(" ")
-    if len(fields) != 3 or not fields[2].isdigit():
+    admitted = len(fields) == 4 and fields[3] == "a"
+    if len(fields) != 3 + admitted or not fields[2].isdigit():
         return None
-    address, port, returns = fields
+    address, port, returns = fields[:3]
     peer = None if address == "-" or not port.isdigit() else (address, int(port))
-    return Passed(kind, data, peer, int(returns))
+    return Passed(kind, data, peer, int(returns), admitted)

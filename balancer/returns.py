@@ -87,5 +87,6 @@ class ReturnDesk:
         except OSError:
             sock.close()
             return
-        if data:
-            protocol.data_received(data)
+        # Even empty (an idle connection a stopping worker gave back): the
+        # protocol then times it as idle, not as a head being read.
+        protocol.data_received(data)

@@ -8,17 +8,19 @@ connections) needs none of that, so the master passes it to that worker
 serves the requests of its own sessions straight from the socket, under the
 same limits and timers as the master's front.
 
+A fresh connection moves with its first handshake, once the master has
+admitted it and picked the worker (:class:`~balancer.front.FrontProtocol`
+decides that one).  Otherwise a connection moves after a run of GETs and
+POSTs with one worker's sids, nothing else in between (:func:`hand_off_now`).
+
 A request on it that the worker does not own (another worker's sid, a
 handshake, which the master admits, the app's own routes, anything but a
-GET or POST with the worker's sid) sends the connection back to the master
-with that request.  A connection moves after a run of polling requests for
-one worker with nothing else in between (a handshake or any other request
-ends the run): 3 at first, so a connection that only opens sessions (a
-connect storm: handshake, join, then the upgrade on the same connection)
-stays with the master, where each move would cost more than it saves.  A
-connection shared by many sessions (nginx's, a pooled client's) would
-bounce, so every return makes the next move need a run 16 times as long:
-48, then 768, then never.
+GET or POST with the worker's sid, or an upgrade) sends the connection back
+to the master with that request (:func:`serves_here`).  A connection shared
+by many sessions (nginx's, a pooled client's) would bounce, so every return
+makes the next move need a run 16 times as long: 3 on a connection never
+given back, then 48, then 768, then never (and only a connection never given
+back moves with a handshake).
 
 ``tests/balancer/test_stickiness.py`` drives both decisions directly.
 """

@@ -98,10 +98,10 @@ class AiohttpServer:
         if head:
             protocol.data_received(head)
 
-    def protocol(self) -> asyncio.Protocol:
+    def protocol(self, peer: Peer | None) -> asyncio.Protocol:
         server = self.runner.server
         assert server is not None
-        return server()
+        return server() if peer is None else PeerProtocol(server(), peer)
 
     async def stop_accepting(self) -> None:
         if self._site is not None:

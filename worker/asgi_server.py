@@ -159,9 +159,9 @@ class AsgiServer:
         if head:
             protocol.data_received(head)
 
-    def protocol(self) -> asyncio.Protocol:
+    def protocol(self, peer: Peer | None) -> asyncio.Protocol:
         protocol: asyncio.Protocol = self._factory()
-        return protocol
+        return protocol if peer is None else _PeerProtocol(protocol, peer)
 
     async def stop_accepting(self) -> None:
         if self._server is not None:

@@ -10,13 +10,16 @@ timers, pipelining order and half-close rules all still apply.  Each request:
   protocol (aiohttp's or uvicorn's: :meth:`~worker.serving.AppServer.protocol`)
   as the master would have relayed it, framed by Content-Length, with the
   client in X-Forwarded-For.  That protocol writes through an
-  :class:`_InnerTransport` straight to the client; httptools' response parser
+  :class:`InnerTransport` straight to the client; httptools' response parser
   tells the gate where the answer ends;
+* an upgrade of one of its sessions gives the socket itself to the app's
+  protocol, as a WebSocket the master hands off;
 * anything else (another worker's sid, a handshake, which the master admits,
-  the app's own routes, an upgrade) sends the connection back to the master
-  with the requests not yet answered, once the answers before are written
+  the app's own routes) sends the connection back to the master with the
+  requests not yet answered, once the answers before are written
   (:meth:`GateDesk.give_back`).  A return that fails is answered 503, closed
-  and counted.
+  and counted.  The master may pass a connection with a handshake it has
+  just admitted: that first request is served here.
 
 When the worker stops, each gate gives its connection back after the answer
 in progress, so a client's kept-alive connection outlives a rolling reload.
@@ -44,6 +47,8 @@ from balancer.peer import Peer
 from balancer.sid import SidOwner
 from balancer.stickiness import serves_here
 
+from .gate_transport import InnerTransport, ResponseEnd
+
 __all__ = ["GateDesk", "GateStats", "PollingGate"]
 
 log = logging.getLogger("siocluster.worker")
@@ -63,6 +68,7 @@ _SNDBUF = 1024 * 1024
 @dataclass(slots=True)
 class GateStats:
     requests: int = 0  # served here
+    upgrades: int = 0  # WebSocket upgrades given to the app's protocol here
     returns: int = 0  # connections given back to the master
     return_failures: int = 0  # ... that could not be (answered 503)
     too_large: int = 0
@@ -74,17 +80,20 @@ class GateDesk:
     """What every gate of this worker shares."""
 
     def __init__(self, limits: LimitsConfig, me: SidOwner, engineio_path: str,
-                 trusted: TrustedProxies, inner: Callable[[], asyncio.Protocol],
-                 channel: socket.socket) -> None:
+                 trusted: TrustedProxies, inner: Callable[[Peer | None], asyncio.Protocol],
+                 channel: socket.socket, *, upgrades_here: bool = True) -> None:
+        """``upgrades_here``: an upgrade of ours is served here (``[balancer]
+        websocket = "handoff"``); else it goes back, for the master's tunnel."""
         self.limits = limits
         self.me = me
         self.engineio_path = engineio_path.encode("latin-1")
         self.trusted = trusted
-        self.inner = inner  # the app server's HTTP protocol factory
+        self.inner = inner  # the app server's HTTP protocol factory (AppServer.protocol)
         self.channel = channel
         self.stats = GateStats()
         self.gates: set[PollingGate] = set()
         self.stopping = False
+        self.upgrades_here = upgrades_here
         with contextlib.suppress(OSError):
             channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
 
@@ -93,16 +102,18 @@ class GateDesk:
         return {k: v for k, v in dataclasses.asdict(self.stats).items() if v}
 
     def serves(self, req: Request) -> bool:
+        """One of this worker's sessions' requests (or upgrades)."""
         path, _, query = req.url.partition(b"?")
-        # An upgrade goes back too: the master hands it off as a WebSocket.
-        return not self.stopping and not req.upgrade and serves_here(
+        if req.upgrade and not self.upgrades_here:
+            return False
+        return not self.stopping and serves_here(
             path, req.method, req.version, query, engineio_path=self.engineio_path, me=self.me)
 
     async def adopt(self, sock: socket.socket, data: bytes, peer: Peer | None,
-                    returns: int) -> None:
+                    returns: int, admitted: bool) -> None:
         try:
             _, protocol = await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: PollingGate(self, peer, returns), sock)
+                lambda: PollingGate(self, peer, returns, admitted), sock)
         except OSError:
             sock.close()
             return
@@ -130,102 +141,20 @@ class GateDesk:
             gate.release()
 
 
-class _ResponseEnd:
-    """httptools' response parser calls this at the end of an answer."""
-
-    __slots__ = ("done", "keep_alive", "parser")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.keep_alive = False
-        self.parser: httptools.HttpResponseParser | None = None
-
-    def start(self) -> httptools.HttpResponseParser:
-        self.done = self.keep_alive = False
-        self.parser = httptools.HttpResponseParser(self)
-        return self.parser
-
-    def on_message_complete(self) -> None:
-        self.done = True
-        # (llhttp forgets it once the message is over)
-        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
-
-
-class _InnerTransport(asyncio.Transport):
-    """What the app's HTTP protocol writes to: the client's socket, through the gate.
-
-    It reads nothing (the gate feeds it whole requests) and reports no socket
-    and an empty peer, as the worker's Unix socket does, so the app believes
-    the X-Forwarded-For the gate set, exactly as it believes the master's."""
-
-    def __init__(self, gate: PollingGate) -> None:
-        super().__init__()
-        self._gate = gate
-        self._closing = False
-        self._protocol: Any = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._closing:
-            self._gate.inner_write(bytes(data))
-
-    def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
-
-    def is_closing(self) -> bool:
-        return self._closing or self._gate.gone()
-
-    def close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            self._gate.inner_closed(self)
-
-    def abort(self) -> None:
-        self.close()
-
-    def detach(self) -> None:
-        """The gate let go of the app's protocol: it writes nothing more."""
-        self._closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name in ("peername", "sockname"):
-            return ""
-        return default
-
-    def get_write_buffer_size(self) -> int:
-        return self._gate.write_buffer_size()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass  # the gate feeds whole requests, one at a time
-
-    def resume_reading(self) -> None:
-        pass
-
-    def is_reading(self) -> bool:
-        return not self._closing
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[no-any-return]
-
-
 class PollingGate(HttpConnection):
-    def __init__(self, desk: GateDesk, peer: Peer | None, returns: int) -> None:
+    def __init__(self, desk: GateDesk, peer: Peer | None, returns: int,
+                 admitted: bool = False) -> None:
+        """``admitted``: the first request is a handshake the master admitted."""
         super().__init__(desk.limits, desk.stats)
         self._desk = desk
         self._peer = peer
         self._returns = returns
+        self._admitted = admitted
         self._client_ip = ""
+        self._forwarded: list[bytes] = []  # the headers naming the client, as the master sets
         self._inner: Any = None  # the app's HTTP protocol
-        self._inner_transport: _InnerTransport | None = None
-        self._end = _ResponseEnd()
+        self._inner_transport: InnerTransport | None = None
+        self._end = ResponseEnd()
         self._response: httptools.HttpResponseParser | None = None  # an answer in progress
         self._close_after = False
         self._returning = False  # a request that is not ours: give the connection back
@@ -241,6 +170,8 @@ class PollingGate(HttpConnection):
         else:
             peername = transport.get_extra_info("peername")
             self._client_ip = str(peername[0]) if peername else ""
+        self._forwarded = [b"X-Forwarded-For: " + self._client_ip.encode("latin-1"),
+                           _FORWARDED_PROTO]
         self._desk.gates.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -251,20 +182,25 @@ class PollingGate(HttpConnection):
     # HttpConnection's hooks
 
     def _serve(self, req: Request) -> None:
-        if not self._desk.serves(req):
+        admitted, self._admitted = self._admitted, False
+        if not admitted and not self._desk.serves(req):
             self._returning = True
             if not self._feeding:
                 self._give_back()
             return  # else once the parser is done with this read (see _fed)
+        if req.upgrade:
+            self._upgrade(req)
+            return
         self._desk.stats.requests += 1
         self._close_after = not req.keep_alive
         self._response = self._end.start()
         inner = self._inner if self._inner is not None else self._open_inner()
-        client = self._client_ip
+        forwarded = self._forwarded
         if self._desk.trusted and req.xff is not None:
-            client = resolve_client(client, req.xff.decode("latin-1"), self._desk.trusted)
-        inner.data_received(req.upstream([b"X-Forwarded-For: " + client.encode("latin-1"),
-                                          _FORWARDED_PROTO]))
+            client = resolve_client(self._client_ip, req.xff.decode("latin-1"),
+                                    self._desk.trusted)
+            forwarded = [b"X-Forwarded-For: " + client.encode("latin-1"), _FORWARDED_PROTO]
+        inner.data_received(req.upstream(forwarded))
 
     def _fed(self) -> None:
         if self._returning and self._phase_idle():
@@ -291,11 +227,28 @@ class PollingGate(HttpConnection):
             else:
                 self._inner.resume_writing()
 
-    # the app's protocol (through _InnerTransport)
+    # the app's protocol (through InnerTransport)
+
+    def _upgrade(self, req: Request) -> None:
+        """One of our sessions upgrades: the app's protocol takes the socket itself,
+        as it takes one the master hands off (the parser read nothing past the head)."""
+        self._detach()
+        self._drop_inner()
+        self._active = None
+        self._desk.gates.discard(self)
+        self._desk.stats.upgrades += 1
+        protocol = self._desk.inner(self._peer)
+        transport = self._transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        protocol.data_received(req.head() + req.rest)
 
     def _open_inner(self) -> Any:
-        inner = self._desk.inner()
-        transport = _InnerTransport(self)
+        inner = self._desk.inner(None)
+        transport = InnerTransport(self)
         transport.set_protocol(inner)
         self._inner, self._inner_transport = inner, transport
         inner.connection_made(transport)
@@ -327,14 +280,14 @@ class PollingGate(HttpConnection):
             response.feed_data(data)
         except httptools.HttpParserError:
             log.warning("gate: the app's answer is not HTTP/1.1 the gate can follow; closing")
-            self._response = None
+            self._response = self._end.parser = None
             self._transport.close()
             return
         if self._end.done:
             self._response = None
             self._answered(close=self._close_after or not self._end.keep_alive)
 
-    def inner_closed(self, transport: _InnerTransport) -> None:
+    def inner_closed(self, transport: InnerTransport) -> None:
         """The app's protocol closed: mid-answer, so does the client's connection;
         between answers (its keep-alive timer), a new one serves the next request."""
         if transport is not self._inner_transport:

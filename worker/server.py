@@ -168,7 +168,8 @@ class WorkerRuntime:
             self.config.limits,
             SidOwner(self.msg.slot, self.msg.generation, self.config.host_id),
             self.loaded.engineio_path, TrustedProxies(self.config.balancer.trusted_proxies),
-            server.protocol, channel)
+            server.protocol, channel,
+            upgrades_here=self.config.balancer.websocket == "handoff")
 
         def on_readable() -> None:
             while True:
@@ -188,7 +189,8 @@ class WorkerRuntime:
                     sock.setblocking(False)
                     if passed is not None and passed.kind == POLLING:
                         # A kept-alive polling connection, for the gate (worker/gate.py).
-                        adopting = gates.adopt(sock, passed.data, passed.peer, passed.returns)
+                        adopting = gates.adopt(sock, passed.data, passed.peer, passed.returns,
+                                               passed.admitted)
                     else:
                         # The head the master already read (empty: unread, it peeked)
                         # and the client a PROXY header named (None: the socket's peer).

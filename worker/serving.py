@@ -11,8 +11,9 @@ the app.  It talks to an :class:`AppServer`:
 3. :meth:`~AppServer.adopt`: take a client socket the master handed off,
    optionally with the request head it already read, and optionally with the
    client's address when it is not the socket's peer (PROXY protocol);
-   :meth:`~AppServer.protocol` is a new connection's HTTP protocol, for the
-   gate (:mod:`worker.gate`) to feed a polling connection's requests to;
+   :meth:`~AppServer.protocol` is a new connection's HTTP protocol (showing
+   ``peer`` as its client when given), for the gate (:mod:`worker.gate`) to
+   feed a polling connection's requests to, or to give an upgrade's socket;
 4. :meth:`~AppServer.stop_accepting`, then :meth:`~AppServer.close`: the app's
    own shutdown runs last, after every session was closed.
 
@@ -46,7 +47,7 @@ class AppServer(Protocol):
 
     async def adopt(self, sock: socket.socket, head: bytes, peer: Peer | None) -> None: ...
 
-    def protocol(self) -> asyncio.Protocol: ...
+    def protocol(self, peer: Peer | None) -> asyncio.Protocol: ...
 
     async def stop_accepting(self) -> None: ...
 

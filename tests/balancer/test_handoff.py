@@ -39,6 +39,8 @@ def test_a_passed_connection_round_trips_with_its_returns() -> None:
             for data in (b"", HEAD + b"\n\nbody"):
                 payload = encode_passed(kind, data, peer, 2)
                 assert decode_passed(payload) == Passed(kind, data, peer, 2)
+                payload = encode_passed(kind, data, peer, 0, admitted=True)
+                assert decode_passed(payload) == Passed(kind, data, peer, 0, True)
 
 
 def test_a_plain_handoff_is_not_a_passed_connection() -> None:
@@ -48,6 +50,7 @@ def test_a_plain_handoff_is_not_a_passed_connection() -> None:
     assert decode_passed(b"h") is None
     assert decode_passed(b"P- -\n") is None  # no returns field
     assert decode_passed(b"P- - x\n") is None
+    assert decode_passed(b"P- - 0 b\n") is None
 
 
 @given(st.binary(max_size=300))

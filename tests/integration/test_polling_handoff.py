@@ -14,12 +14,14 @@ import json
 import socket
 import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from balancer.sid import parse_sid
 from tests.cluster import Cluster, run_cli, start_cluster
+from tests.waiting import eventually
 
 Q = "/socket.io/?EIO=4&transport=polling"
 
@@ -54,71 +56,132 @@ def _balancer(cluster: Cluster) -> dict[str, int]:
     return figures
 
 
-@pytest.mark.parametrize("app", ["echo_app:app", "fastapi_wrapped:app"])
-def test_a_sessions_own_connection_is_served_by_its_worker(tmp_path: Path, app: str) -> None:
-    with start_cluster(app, workers=2, tmp_path=tmp_path) as cluster:
-        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
-        sid = _open_session(conn)
-        sock = conn.sock
-        before = _balancer(cluster)["requests"]
-        pids = {_whoami(conn, sid, ack)["pid"] for ack in range(20)}
-        figures = _balancer(cluster)
-        assert conn.sock is sock, "one keep-alive connection throughout"
-        assert figures["polling_handoffs"] == 1 and figures["polling_returns"] == 0
-        # It moves at the third polling request in a row (the join's two, then one).
-        assert figures["requests"] == before + 1, "the master saw 1 of the 40 requests"
-        assert len(pids) == 1
-        # The app sees the client's address, as it does through the master.
-        assert _whoami(conn, sid, 99)["remote"] == "127.0.0.1"
+@pytest.fixture(scope="module")
+def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One 2-worker cluster for the tests that read the counters as differences."""
+    with start_cluster(workers=2, tmp_path=tmp_path_factory.mktemp("handoff")) as cluster:
+        yield cluster
 
 
-def test_a_connection_shared_by_two_workers_sessions_goes_back_and_stays(
-        tmp_path: Path) -> None:
-    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
-        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
-        sids: list[str] = []
-        while len({parse_sid(s).slot for s in sids}) < 2:  # type: ignore[union-attr]
-            sids.append(_open_session(conn))
-        sock = conn.sock
-        _whoami(conn, sids[-1], 100)  # a run of three for one worker: it moves
-        assert _balancer(cluster)["polling_handoffs"] == 1
-        for ack in range(10):
-            for sid in sids:
-                _whoami(conn, sid, ack)
-        figures = _balancer(cluster)
-        assert conn.sock is sock
-        # Passed once, given back once; then the master keeps a mixed connection.
-        assert figures["polling_handoffs"] == 1 and figures["polling_returns"] == 1
-        assert figures["session_unknown_400"] == 0
+class Delta:
+    """The master's counters since this was made."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.before = _balancer(cluster)
+
+    def __getitem__(self, key: str) -> int:
+        return _balancer(self.cluster)[key] - self.before[key]
 
 
-def test_pipelined_requests_keep_their_order_across_a_return(tmp_path: Path) -> None:
-    with start_cluster(workers=2, tmp_path=tmp_path) as cluster:
-        conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
-        sids: list[str] = []
-        while len({parse_sid(s).slot for s in sids}) < 2:  # type: ignore[union-attr]
-            sids.append(_open_session(conn))
-        a = sids[-1]
-        b = next(s for s in sids if parse_sid(s).slot != parse_sid(a).slot)  # type: ignore[union-attr]
-        _whoami(conn, a, 1)  # the connection is now a's worker's
-        raw = b"".join(
-            f"POST {Q}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(p)}\r\n\r\n".encode()
-            + p
-            for sid, p in ((a, b'42["store",1]'), (b, b'42["store",2]'), (a, b'42["store",3]')))
-        sock = conn.sock
-        assert sock is not None
-        sock.sendall(raw)
-        answers = b""
-        sock.settimeout(10)
-        while answers.count(b"\r\n\r\nOK") < 3:
-            chunk = sock.recv(65536)
-            assert chunk, f"closed after {answers!r}"
-            answers += chunk
-        heads = [part for part in answers.split(b"HTTP/1.1 ")[1:]]
-        assert [h[:3] for h in heads] == [b"200"] * 3, answers
-        # The connection still serves, from the master now.
-        _whoami(conn, b, 2)
-        assert _balancer(cluster)["polling_returns"] >= 1
+def _own_connection(cluster: Cluster) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+    delta = Delta(cluster)
+    sid = _open_session(conn)
+    sock = conn.sock
+    requests = _balancer(cluster)["requests"]
+    pids = {_whoami(conn, sid, ack)["pid"] for ack in range(20)}
+    assert conn.sock is sock, "one keep-alive connection throughout"
+    assert delta["polling_handoffs"] == 1 and delta["polling_returns"] == 0
+    # It moved with the handshake, the master admitting it first.
+    assert _balancer(cluster)["requests"] == requests, "the master saw none of the 40"
+    assert len(pids) == 1
+    # The app sees the client's address, as it does through the master.
+    assert _whoami(conn, sid, 99)["remote"] == "127.0.0.1"
+    conn.close()
+
+
+def test_a_sessions_own_connection_is_served_by_its_worker(two: Cluster) -> None:
+    _own_connection(two)
+
+
+def test_the_same_with_an_asgi_app(tmp_path: Path) -> None:
+    with start_cluster("fastapi_wrapped:app", workers=2, tmp_path=tmp_path) as cluster:
+        _own_connection(cluster)
+
+
+def test_a_connection_shared_by_two_workers_sessions_goes_back_and_stays(two: Cluster) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    delta = Delta(two)
+    sids: list[str] = []
+    while len({parse_sid(s).slot for s in sids}) < 2:  # type: ignore[union-attr]
+        sids.append(_open_session(conn))
+    sock = conn.sock
+    # It moved with the first handshake and came back with the second one.
+    assert delta["polling_handoffs"] == 1 and delta["polling_returns"] == 1
+    for ack in range(10):
+        for sid in sids:
+            _whoami(conn, sid, ack)
+    assert conn.sock is sock
+    # Then the master keeps the mixed connection.
+    assert delta["polling_handoffs"] == 1 and delta["polling_returns"] == 1
+    assert delta["session_unknown_400"] == 0
+    conn.close()
+
+
+def test_pipelined_requests_keep_their_order_across_a_return(two: Cluster) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    a = _open_session(conn)  # the connection is now a's worker's
+    other = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    while parse_sid(b := _open_session(other)).slot == parse_sid(a).slot:  # type: ignore[union-attr]
+        pass
+    delta = Delta(two)
+    _whoami(conn, a, 1)
+    raw = b"".join(
+        f"POST {Q}&sid={sid} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(p)}\r\n\r\n".encode()
+        + p
+        for sid, p in ((a, b'42["store",1]'), (b, b'42["store",2]'), (a, b'42["store",3]')))
+    sock = conn.sock
+    assert sock is not None
+    sock.sendall(raw)
+    answers = b""
+    sock.settimeout(10)
+    while answers.count(b"\r\n\r\nOK") < 3:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {answers!r}"
+        answers += chunk
+    heads = answers.split(b"HTTP/1.1 ")[1:]
+    assert [h[:3] for h in heads] == [b"200"] * 3, answers
+    assert delta["polling_returns"] == 1
+    # The connection still serves, from the master now.
+    _whoami(conn, b, 2)
+    conn.close()
+    other.close()
+
+
+def test_an_upgrade_on_a_handed_off_connection_stays_in_the_worker(two: Cluster) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    sid = _open_session(conn)
+    delta = Delta(two)
+
+    def upgrades() -> int:  # from the workers' heartbeats
+        return sum(w.get("gate", {}).get("upgrades", 0) for w in two.status()["workers"])
+
+    upgraded = upgrades()
+    sock = conn.sock
+    assert sock is not None
+    sock.sendall(f"GET /socket.io/?EIO=4&transport=websocket&sid={sid} HTTP/1.1\r\n"
+                 "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    sock.settimeout(10)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    mask = b"\x01\x02\x03\x04"
+    payload = b"2probe"
+    sock.sendall(b"\x81" + bytes([0x80 | len(payload)]) + mask
+                 + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
+    frame = head.partition(b"\r\n\r\n")[2]
+    while len(frame) < 8:
+        frame += sock.recv(4096)
+    assert frame[:8] == b"\x81\x063probe", frame
+    assert delta["handoffs"] == 0 and delta["polling_returns"] == 0
+    eventually(lambda: upgrades() == upgraded + 1, what="the gate's upgrade in a heartbeat")
+    conn.close()
 
 
 LIMITS = """
@@ -132,14 +195,12 @@ def test_the_limits_hold_on_a_handed_off_connection(tmp_path: Path) -> None:
     with start_cluster(workers=1, tmp_path=tmp_path, config=LIMITS) as cluster:
         conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
         sid = _open_session(conn)
-        _whoami(conn, sid, 1)
         assert _balancer(cluster)["polling_handoffs"] == 1
         status, body = _request(conn, "POST", f"{Q}&sid={sid}", b"4" + b"x" * 20_000)
         assert status == 413 and b"10000" in body
 
         conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
         sid = _open_session(conn)
-        _whoami(conn, sid, 1)
         sock = conn.sock
         assert sock is not None and _balancer(cluster)["polling_handoffs"] == 2
         sock.sendall(f"GET {Q}&sid={sid} HTTP/1.1\r\nHo".encode())  # and no more
@@ -151,8 +212,24 @@ def test_the_limits_hold_on_a_handed_off_connection(tmp_path: Path) -> None:
         assert sock.recv(4096) == b""  # closed
 
 
-def test_a_reload_gives_kept_alive_connections_back(tmp_path: Path) -> None:
+def test_vanished_clients_leave_nothing_and_a_reload_gives_connections_back(
+        tmp_path: Path) -> None:
     with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
+        pid = next(iter(cluster.worker_pids()))
+        baseline = _sockets(pid)
+        for _ in range(30):
+            conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+            sid = _open_session(conn)
+            _whoami(conn, sid, 1)
+            assert conn.sock is not None
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()  # reset, mid-session
+        assert _balancer(cluster)["polling_handoffs"] == 30
+        deadline = time.monotonic() + 10
+        while (now := _sockets(pid)) > baseline:
+            assert time.monotonic() < deadline, f"{now - baseline} sockets left in the worker"
+            time.sleep(0.2)
+
         conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
         sid = _open_session(conn)
         _whoami(conn, sid, 1)
@@ -169,24 +246,6 @@ def test_a_reload_gives_kept_alive_connections_back(tmp_path: Path) -> None:
         assert conn.sock is sock
         assert _whoami(conn, new, 2)["pid"] in ready
         assert _balancer(cluster)["polling_returns"] >= 1
-
-
-def test_a_vanished_client_leaves_no_gate_behind(tmp_path: Path) -> None:
-    with start_cluster(workers=1, tmp_path=tmp_path) as cluster:
-        pid = next(iter(cluster.worker_pids()))
-        baseline = _sockets(pid)
-        for _ in range(30):
-            conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
-            sid = _open_session(conn)
-            _whoami(conn, sid, 1)
-            assert conn.sock is not None
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            conn.close()  # reset, mid-session
-        assert _balancer(cluster)["polling_handoffs"] == 30
-        deadline = time.monotonic() + 10
-        while (now := _sockets(pid)) > baseline:
-            assert time.monotonic() < deadline, f"{now - baseline} sockets left in the worker"
-            time.sleep(0.2)
 
 
 def _sockets(pid: int) -> int:

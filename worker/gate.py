@@ -15,7 +15,8 @@ timers, pipelining order and half-close rules all still apply.  Each request:
 * an upgrade of one of its sessions gives the socket itself to the app's
   protocol, as a WebSocket the master hands off;
 * anything else (another worker's sid, a handshake, which the master admits,
-  the app's own routes) sends the connection back to the master with the
+  the app's own routes, a request that claims to be forwarded by another host,
+  whose claim the master verifies) sends the connection back to the master with the
   requests not yet answered, once the answers before are written
   (:meth:`GateDesk.give_back`).  A return that fails is answered 503, closed
   and counted.  The master may pass a connection with a handshake it has
@@ -41,6 +42,7 @@ import httptools
 from balancer.config import LimitsConfig
 from balancer.forwarding import TrustedProxies, resolve_client
 from balancer.handoff import RETURNED, encode_passed
+from balancer.hostforward import FORWARD_HEADER_BYTES
 from balancer.httpconn import HttpConnection
 from balancer.httpmsg import Request, json_error
 from balancer.peer import Peer
@@ -106,6 +108,8 @@ class GateDesk:
         path, _, query = req.url.partition(b"?")
         if req.upgrade and not self.upgrades_here:
             return False
+        if req.header(FORWARD_HEADER_BYTES) is not None:
+            return False  # claims to come from another host: the master verifies it
         return not self.stopping and serves_here(
             path, req.method, req.version, query, engineio_path=self.engineio_path, me=self.me)
 

@@ -159,8 +159,11 @@ def test_refusals_and_admin_leave_nothing_open(tmp_path: Path) -> None:
 
 
 def test_worker_killed_mid_request_leaves_nothing_open(tmp_path: Path) -> None:
-    """Long-polls in flight when their worker is SIGKILLed: answered 502, then closed."""
-    with start_cluster(tmp_path=tmp_path) as cluster:
+    """Long-polls the master relays when their worker is SIGKILLed: answered 502, then
+    closed.  (With polling_handoff on, these connections would be in the worker's gate
+    and die with it, closed: tests/integration/test_polling_handoff.py.)"""
+    with start_cluster(tmp_path=tmp_path,
+                       config="[balancer]\npolling_handoff = false\n") as cluster:
         _churn(cluster, 200)
         baseline = process_fds(cluster.proc.pid)
         victim = cluster.ready_workers()[0]

@@ -9,8 +9,11 @@ is known exactly.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
 import struct
 import time
@@ -20,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from balancer.sid import parse_sid
+from tests.churn import process_fds
 from tests.cluster import Cluster, run_cli, start_cluster
 from tests.waiting import eventually
 
@@ -246,6 +250,24 @@ def test_vanished_clients_leave_nothing_and_a_reload_gives_connections_back(
         assert conn.sock is sock
         assert _whoami(conn, new, 2)["pid"] in ready
         assert _balancer(cluster)["polling_returns"] >= 1
+
+        # A worker killed with a long-poll in flight on a connection its gate holds:
+        # the connection dies with it (no 502: nobody is left to answer), at once.
+        master_fds = process_fds(cluster.proc.pid)
+        held = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+        sid = _open_session(held)
+        assert held.sock is not None
+        held.sock.sendall(f"GET {Q}&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        victim = next(iter(cluster.worker_pids()))
+        time.sleep(0.3)
+        os.kill(victim, signal.SIGKILL)
+        held.sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            assert held.sock.recv(4096) == b""
+        held.close()
+        cluster.wait_ready(1, exclude_pids={victim})
+        eventually(lambda: process_fds(cluster.proc.pid) <= master_fds + 2,
+                   what="the master's fds back to where they were")
 
 
 def _sockets(pid: int) -> int:

@@ -335,8 +335,9 @@ def test_a_killed_hosts_clients_reconnect_elsewhere_and_its_sids_get_400(
             for pid in victim_pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            eventually(lambda: not any(pid_alive(p) for p in victim_pids), timeout_s=5,
-                       what="the dead host's processes gone")
+            # Its master too: until it is gone, its listener still completes a connect.
+            eventually(lambda: not any(pid_alive(p) for p in {*victim_pids, victim.proc.pid}),
+                       timeout_s=5, what="the dead host's processes gone")
 
             # Within the dead host's lease (3 s) its sids get the 400 at once (nothing
             # accepts the forward), not a 502, so clients re-handshake at once ...

@@ -249,6 +249,10 @@ class Master:
 
     def _reconcile(self, now: float) -> None:
         """Decide (:func:`supervisor.plan.plan`, pure), then act."""
+        if self.halt is not None:
+            # The cluster halts (a boot failure): its Stop may still be queued behind a
+            # tick that timed out, and the plan would respawn the slot that failed.
+            return
         health = self.config.health
         actions = plan(
             now,

@@ -10,6 +10,7 @@ charts them (the dashboard).
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,21 @@ class Latency:
         self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self.total_s += seconds
 
+    def absorb(self, before: Sequence[int], before_s: float, now: Sequence[int],
+               now_s: float) -> bool:
+        """Add what another process's cumulative histogram gained from ``before`` to
+        ``now`` (a worker's gate reports its own in every heartbeat).  False, and
+        nothing added, when ``now`` does not fit: another length, or a count that
+        went back."""
+        if len(now) != len(self.counts) or len(before) not in (0, len(now)):
+            return False
+        gained = [n - b for n, b in zip(now, before, strict=True)] if before else list(now)
+        if any(g < 0 for g in gained) or now_s < before_s:
+            return False
+        self.counts = [c + g for c, g in zip(self.counts, gained, strict=True)]
+        self.total_s += now_s - before_s
+        return True
+
 
 @dataclass
 class BalancerStats:
@@ -51,8 +67,9 @@ class BalancerStats:
     rate_limited: int = 0
     session_limited: int = 0
     proxy_protocol_errors: int = 0
-    # Proxied request latency by kind: "handshake", "poll" (GET with sid), "send"
-    # (POST with sid) and "app" (everything else).
+    # Request latency by kind: "handshake", "poll" (GET with sid), "send" (POST with
+    # sid), "app" (everything else) and "forward" (to another host).  Relayed here,
+    # or served by a worker's gate (worker/gate.py: its heartbeats bring them in).
     latency: dict[str, Latency] = field(
         default_factory=lambda: {k: Latency() for k in ("handshake", "poll", "send", "app",
                                                           "forward")}

@@ -132,6 +132,8 @@ class ControlChannels:
         h.messages_total = msg.messages_total
         h.guards = msg.guards
         h.gate = msg.gate
+        if msg.gate_latency:
+            self._gate_latency(h, msg.gate_latency)
         h.adapter = msg.adapter
         h.emits, h.external_refused = msg.emits, msg.external_refused
         h.recovery = msg.recovery
@@ -140,6 +142,20 @@ class ControlChannels:
         if msg.singletons:
             m.singletons.observe(msg.singletons)
         m.directory.invalidate()
+
+    def _gate_latency(self, h: WorkerHandle, reports: dict[str, control.LatencyReport]) -> None:
+        """What the worker's gate answered since its last heartbeat goes into the
+        balancer's histograms, with what the master relayed itself."""
+        latency = self.master.balancer.stats.latency
+        for kind, now in reports.items():
+            hist = latency.get(kind)
+            before = h.gate_latency.get(kind)
+            if hist is None or not hist.absorb(before.counts if before else (),
+                                               before.total_s if before else 0.0,
+                                               now.counts, now.total_s):
+                log.warning("worker %d: a latency report for %r that does not fit; ignored",
+                            h.slot, kind)
+            h.gate_latency[kind] = now  # the next report counts from here
 
     def _ready(self, h: WorkerHandle, msg: control.Ready, now: float) -> None:
         m = self.master

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.control import AdapterStatus
+from worker.control import AdapterStatus, LatencyReport
 
 from .policy import ExitCause
 from .process import WorkerProcess
@@ -44,6 +44,8 @@ class WorkerHandle:
     messages_total: int = 0
     guards: dict[str, int] = field(default_factory=dict)
     gate: dict[str, int] = field(default_factory=dict)  # worker/gate.py's counters
+    # ... and its latency histograms as last reported (cumulative), by kind
+    gate_latency: dict[str, LatencyReport] = field(default_factory=dict)
     adapter: AdapterStatus | None = None  # from the last heartbeat
     emits: dict[str, int] = field(default_factory=dict)
     external_refused: dict[str, int] = field(default_factory=dict)

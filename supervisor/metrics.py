@@ -126,7 +126,9 @@ def _balancer_metrics(m: Master) -> Iterable[Metric]:
         counter.add_metric([], value)
         yield counter
     latency = HistogramMetricFamily(
-        "siocluster_proxy_request_seconds", "Proxied HTTP request latency", labels=["kind"]
+        "siocluster_proxy_request_seconds",
+        "HTTP request latency: relayed by the master, or served by a worker's gate",
+        labels=["kind"],
     )
     for kind, hist in stats.latency.items():
         cumulative, buckets = 0, []

@@ -233,6 +233,14 @@ class AdapterStatus(msgspec.Struct, frozen=True):
         }
 
 
+class LatencyReport(msgspec.Struct, frozen=True):
+    """A cumulative latency histogram since the worker started: ``counts`` per
+    bucket of :data:`balancer.stats.LATENCY_BUCKETS_S` (and one over), their sum."""
+
+    counts: list[int]
+    total_s: float
+
+
 class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     connections: int
     handshakes_total: int
@@ -253,6 +261,8 @@ class Heartbeat(msgspec.Struct, tag="heartbeat", frozen=True):
     # Polling connections the master passed (worker/gate.py): requests served,
     # connections given back, returns that failed (answered 503), refusals.
     gate: dict[str, int] = {}
+    # ... and how long its answers took, by kind ("handshake", "poll", "send").
+    gate_latency: dict[str, LatencyReport] = {}
 
 
 Room = str | int

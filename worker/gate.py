@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ from balancer.httpconn import HttpConnection
 from balancer.httpmsg import Request, json_error
 from balancer.peer import Peer
 from balancer.sid import SidOwner
+from balancer.stats import Latency
 from balancer.stickiness import serves_here
 
 from .gate_transport import InnerTransport, ResponseEnd
@@ -93,6 +95,9 @@ class GateDesk:
         self.inner = inner  # the app server's HTTP protocol factory (AppServer.protocol)
         self.channel = channel
         self.stats = GateStats()
+        # How long the app took to answer what the gate served, as the master times
+        # what it relays (from the whole request to the end of the answer).
+        self.latency = {kind: Latency() for kind in ("handshake", "poll", "send")}
         self.gates: set[PollingGate] = set()
         self.stopping = False
         self.upgrades_here = upgrades_here
@@ -102,6 +107,11 @@ class GateDesk:
     def figures(self) -> dict[str, int]:
         """The counters that are not zero, for the heartbeat."""
         return {k: v for k, v in dataclasses.asdict(self.stats).items() if v}
+
+    def latency_figures(self) -> dict[str, tuple[list[int], float]]:
+        """The histograms with anything in them (cumulative), for the heartbeat."""
+        return {kind: (list(h.counts), h.total_s) for kind, h in self.latency.items()
+                if h.total_s or any(h.counts)}
 
     def serves(self, req: Request) -> bool:
         """One of this worker's sessions' requests (or upgrades)."""
@@ -160,6 +170,8 @@ class PollingGate(HttpConnection):
         self._inner_transport: InnerTransport | None = None
         self._end = ResponseEnd()
         self._response: httptools.HttpResponseParser | None = None  # an answer in progress
+        self._timed: Latency | None = None  # its kind's histogram
+        self._started = 0.0
         self._close_after = False
         self._returning = False  # a request that is not ours: give the connection back
         self._releasing = False  # the worker stops: give it back after this answer
@@ -196,6 +208,9 @@ class PollingGate(HttpConnection):
             self._upgrade(req)
             return
         self._desk.stats.requests += 1
+        self._timed = self._desk.latency[
+            "handshake" if admitted else "poll" if req.method == b"GET" else "send"]
+        self._started = time.monotonic()
         self._close_after = not req.keep_alive
         self._response = self._end.start()
         inner = self._inner if self._inner is not None else self._open_inner()
@@ -222,7 +237,7 @@ class PollingGate(HttpConnection):
         self._send_back(req.head() + bytes(req.body))
 
     def _stop_answer(self) -> None:
-        self._response = None
+        self._response = self._timed = None
 
     def _answer_paused(self, paused: bool) -> None:
         if self._inner is not None:
@@ -289,6 +304,9 @@ class PollingGate(HttpConnection):
             return
         if self._end.done:
             self._response = None
+            if self._timed is not None:
+                self._timed.observe(time.monotonic() - self._started)
+                self._timed = None
             self._answered(close=self._close_after or not self._end.keep_alive)
 
     def inner_closed(self, transport: InnerTransport) -> None:

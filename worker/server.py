@@ -232,6 +232,10 @@ class WorkerRuntime:
             recovery=self.recovery.status() if self.recovery is not None else {},
             external_refused=figures.external_refused if figures is not None else {},
             gate=self.gates.figures() if self.gates is not None else {},
+            gate_latency={
+                kind: control.LatencyReport(counts, total_s)
+                for kind, (counts, total_s) in self.gates.latency_figures().items()
+            } if self.gates is not None else {},
         )
 
     def guard_counters(self) -> dict[str, int]:

@@ -99,6 +99,51 @@ def test_a_sessions_own_connection_is_served_by_its_worker(two: Cluster) -> None
     _own_connection(two)
 
 
+def _request_counts(cluster: Cluster) -> dict[str, float]:
+    """``siocluster_proxy_request_seconds_count`` by kind, from /metrics."""
+    prefix = 'siocluster_proxy_request_seconds_count{kind="'
+    counts: dict[str, float] = {}
+    for line in cluster.admin("/metrics")[1].splitlines():
+        if line.startswith(prefix):
+            kind, _, value = line[len(prefix):].partition('"} ')
+            counts[kind] = float(value)
+    return counts
+
+
+def test_what_the_gate_serves_is_in_the_masters_latency_histograms(two: Cluster) -> None:
+    """/metrics and the dashboard time what the gates answer, not only what the
+    master relays: the gates report their histograms in their heartbeats."""
+    last: list[dict[str, float]] = []
+
+    def settled() -> dict[str, float] | None:
+        """Two reads a heartbeat apart agree: the earlier tests' reports are all in."""
+        now = _request_counts(two)
+        done = bool(last) and last[-1] == now
+        last.append(now)
+        return now if done else None
+
+    before = eventually(settled, interval_s=1.2, what="the histograms settled")
+    conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    requests = _balancer(two)["requests"]
+    sid = _open_session(conn)  # the handshake moves with the connection: timed in the gate
+    for ack in range(10):
+        _whoami(conn, sid, ack)
+    # The master counts the handshake it admitted before passing the connection on,
+    # and relays nothing.
+    assert _balancer(two)["requests"] == requests + 1, "the master relayed none of them"
+    conn.close()
+
+    def grown() -> dict[str, float] | None:
+        now = _request_counts(two)
+        gained = {kind: now.get(kind, 0) - before.get(kind, 0) for kind in now}
+        ok = gained["handshake"] >= 1 and gained["send"] >= 11 and gained["poll"] >= 11
+        return gained if ok else None
+
+    gained = eventually(grown, what="the gate's requests in /metrics")
+    # Each once: the master relayed none of them, and the earlier tests' are in ``before``.
+    assert gained["handshake"] == 1 and gained["send"] == 11 and gained["poll"] == 11, gained
+
+
 def test_the_same_with_an_asgi_app(tmp_path: Path) -> None:
     with start_cluster("fastapi_wrapped:app", workers=2, tmp_path=tmp_path) as cluster:
         _own_connection(cluster)

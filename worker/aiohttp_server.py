@@ -19,6 +19,8 @@ from aiohttp import web
 from balancer.forwarding import TrustedProxies, resolve_client
 from balancer.peer import Peer, PeerProtocol
 
+from .gate_transport import InnerTransport
+
 __all__ = ["AiohttpServer", "forwarded_middleware"]
 
 log = logging.getLogger("siocluster.worker")
@@ -32,6 +34,10 @@ def forwarded_middleware(trusted: TrustedProxies) -> Any:
     * Through the master's proxy (our Unix socket, which only the master can
       reach: its directory is 0700): the master resolved the client and wrote
       it as a single-entry X-Forwarded-For, so that is believed.
+    * Fed by a worker's gate (:mod:`worker.gate`, a polling connection the
+      master passed): the gate resolved the client as the master does, and
+      its transport shows the connection's client as the peer, so there is
+      nothing to do unless a trusted proxy named another.
     * Handed off by the master (a TCP socket whose peer is the client itself,
       or shows the client a PROXY header named: see :mod:`balancer.peer`):
       the client's own X-Forwarded-* headers are believed only when the peer is
@@ -42,7 +48,16 @@ def forwarded_middleware(trusted: TrustedProxies) -> Any:
 
     @web.middleware
     async def forwarded(request: web.Request, handler: _Handler) -> web.StreamResponse:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
+        transport = request.transport
+        if isinstance(transport, InnerTransport):
+            # A worker's gate fed it (worker/gate.py): request.remote is the transport's
+            # peer, the connection's client, and the gate's X-Forwarded-For names the
+            # request's (they differ only behind a trusted proxy).
+            resolved = request.headers.get("X-Forwarded-For")
+            if resolved and resolved != request.remote:
+                request = request.clone(remote=resolved)
+            return await handler(request)
+        peer = transport.get_extra_info("peername") if transport else None
         handed_off = isinstance(peer, tuple)
         xff = request.headers.get("X-Forwarded-For")
         if not handed_off:

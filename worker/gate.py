@@ -268,6 +268,7 @@ class PollingGate(HttpConnection):
     def _open_inner(self) -> Any:
         inner = self._desk.inner(None)
         transport = InnerTransport(self)
+        transport.peer = self._client_ip
         transport.set_protocol(inner)
         self._inner, self._inner_transport = inner, transport
         inner.connection_made(transport)

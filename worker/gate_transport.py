@@ -2,9 +2,11 @@
 
 * :class:`InnerTransport`: the transport the app's HTTP protocol (aiohttp's or
   uvicorn's) writes to.  Its writes go to the client through the gate; it
-  reads nothing (the gate feeds it whole requests) and reports no socket and
-  an empty peer, as the worker's Unix socket does, so the app believes the
-  X-Forwarded-For the gate set, as it believes the master's.
+  reads nothing (the gate feeds it whole requests) and reports no socket.
+  Its peer is the client's address as a string, not a (host, port) pair:
+  aiohttp takes a string as ``request.remote`` as it is, and uvicorn takes
+  none, so an ASGI app believes the X-Forwarded-For the gate set, as it
+  believes the master's.
 * :class:`ResponseEnd`: httptools' response parser's callback, so the gate
   knows where each answer ends and whether it keeps the connection.
 """
@@ -56,15 +58,17 @@ class ResponseEnd:
 class InnerTransport(asyncio.Transport):
     """What the app's HTTP protocol writes to: the client's socket, through the gate.
 
-    It reads nothing (the gate feeds it whole requests) and reports no socket
-    and an empty peer, as the worker's Unix socket does, so the app believes
-    the X-Forwarded-For the gate set, exactly as it believes the master's."""
+    It reads nothing (the gate feeds it whole requests) and reports no socket.
+    ``peer`` is the connection's client (a string: see the module's
+    docstring); behind a trusted proxy, the client of each request is in the
+    X-Forwarded-For the gate sets."""
 
     def __init__(self, gate: GateSide) -> None:
         super().__init__()
         self._gate = gate
         self._closing = False
         self._protocol: Any = None
+        self.peer = ""
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not self._closing:
@@ -89,7 +93,9 @@ class InnerTransport(asyncio.Transport):
         self._closing = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name in ("peername", "sockname"):
+        if name == "peername":
+            return self.peer
+        if name == "sockname":
             return ""
         return default
 

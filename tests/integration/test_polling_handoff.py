@@ -149,6 +149,38 @@ def test_the_same_with_an_asgi_app(tmp_path: Path) -> None:
         _own_connection(cluster)
 
 
+def _remote_through_the_gate(cluster: Cluster, xff: str) -> object:
+    """A session opened on a fresh connection, its handshake claiming ``xff``: the
+    handshake moves with the connection, so the gate serves it; the address the
+    app saw."""
+    conn = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=10)
+    delta = Delta(cluster)
+    conn.request("GET", Q, headers={"X-Forwarded-For": xff})
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 200, body
+    sid = str(json.loads(body[1:])["sid"])
+    assert _request(conn, "POST", f"{Q}&sid={sid}", b"40") == (200, b"OK")
+    status, body = _request(conn, "GET", f"{Q}&sid={sid}")
+    assert status == 200 and body.startswith(b"40{"), body
+    remote = _whoami(conn, sid, 1)["remote"]
+    assert delta["polling_handoffs"] == 1 and delta["polling_returns"] == 0
+    conn.close()
+    return remote
+
+
+def test_a_clients_own_x_forwarded_for_is_not_believed_by_the_gate(two: Cluster) -> None:
+    assert _remote_through_the_gate(two, "203.0.113.7") == "127.0.0.1"
+
+
+@pytest.mark.parametrize("app", ["echo_app:app", "fastapi_wrapped:app"])
+def test_a_trusted_proxys_client_is_the_remote_through_the_gate(tmp_path: Path,
+                                                                 app: str) -> None:
+    config = '[balancer]\ntrusted_proxies = ["127.0.0.1"]\n'
+    with start_cluster(app, workers=1, tmp_path=tmp_path, config=config) as cluster:
+        assert _remote_through_the_gate(cluster, "198.51.100.2, 203.0.113.7") == "203.0.113.7"
+
+
 def test_a_connection_shared_by_two_workers_sessions_goes_back_and_stays(two: Cluster) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
     delta = Delta(two)

@@ -57,7 +57,8 @@ __all__ = ["GateDesk", "GateStats", "PollingGate"]
 
 log = logging.getLogger("siocluster.worker")
 
-_FORWARDED_PROTO = b"X-Forwarded-Proto: http"
+# No X-Forwarded-Proto: the gate's requests are Engine.IO's own, always plain
+# http, and python-engineio's default CORS origins do more work with one.
 # A request that is not ours with a body over this goes back as soon as its head
 # is read (a datagram carries what was read; the rest stays in the socket).
 _RETURN_EARLY_OVER = 64 * 1024
@@ -165,7 +166,7 @@ class PollingGate(HttpConnection):
         self._returns = returns
         self._admitted = admitted
         self._client_ip = ""
-        self._forwarded: list[bytes] = []  # the headers naming the client, as the master sets
+        self._forwarded: list[bytes] = []  # the header naming the client, as the master sets
         self._inner: Any = None  # the app's HTTP protocol
         self._inner_transport: InnerTransport | None = None
         self._end = ResponseEnd()
@@ -186,8 +187,7 @@ class PollingGate(HttpConnection):
         else:
             peername = transport.get_extra_info("peername")
             self._client_ip = str(peername[0]) if peername else ""
-        self._forwarded = [b"X-Forwarded-For: " + self._client_ip.encode("latin-1"),
-                           _FORWARDED_PROTO]
+        self._forwarded = [b"X-Forwarded-For: " + self._client_ip.encode("latin-1")]
         self._desk.gates.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -218,7 +218,7 @@ class PollingGate(HttpConnection):
         if self._desk.trusted and req.xff is not None:
             client = resolve_client(self._client_ip, req.xff.decode("latin-1"),
                                     self._desk.trusted)
-            forwarded = [b"X-Forwarded-For: " + client.encode("latin-1"), _FORWARDED_PROTO]
+            forwarded = [b"X-Forwarded-For: " + client.encode("latin-1")]
         inner.data_received(req.upstream(forwarded))
 
     def _fed(self) -> None:

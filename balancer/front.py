@@ -229,7 +229,7 @@ class FrontProtocol(HttpConnection):
         """Whether the request was answered or forwarded to another host here;
         a verified forward's claim is kept for this request."""
         b = self._b
-        claimed = req.header(FORWARD_HEADER_BYTES)
+        claimed = req.forward_claim
         if claimed is not None:
             claim = b.hosts.verify(claimed.decode("latin-1"), req.method.decode("latin-1"),
                                    req.url.decode("latin-1"))

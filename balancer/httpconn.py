@@ -31,6 +31,7 @@ import httptools
 from .config import LimitsConfig
 from .headguard import HALF_CLOSE_DRAIN_S, RESPONSE_408
 from .httpmsg import CONTINUE, Refused, Request, json_error
+from .peerauth import FORWARD_HEADER
 
 __all__ = ["ConnectionStats", "HttpConnection"]
 
@@ -40,6 +41,7 @@ _IDLE, _HEAD, _BODY = 0, 1, 2  # where the parser is: between requests, in a hea
 _DRAIN, _LINGER = 3, 4  # timer phases: answering after a half-close, reading a refusal away
 # How long a refused request's remaining bytes are read away before closing.
 _LINGER_S = 2.0
+_FORWARD_HEADER = FORWARD_HEADER.encode()
 
 
 class ConnectionStats(Protocol):
@@ -207,6 +209,8 @@ class HttpConnection(asyncio.Protocol):
             req.chunked = True
         elif low == b"x-forwarded-for" and req.xff is None:
             req.xff = value
+        elif low == _FORWARD_HEADER and req.forward_claim is None:
+            req.forward_claim = value
         elif low == b"expect" and value.lower() == b"100-continue":
             req.continue_ = True
 

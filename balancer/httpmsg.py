@@ -77,8 +77,8 @@ class Request:
     """One request as parsed: its head, its whole body (or the start of one that
     is streamed), and what the parser learnt of its framing."""
 
-    __slots__ = ("body", "chunked", "continue_", "headers", "keep_alive", "length", "method",
-                 "rest", "stream", "upgrade", "url", "version", "xff")
+    __slots__ = ("body", "chunked", "continue_", "forward_claim", "headers", "keep_alive",
+                 "length", "method", "rest", "stream", "upgrade", "url", "version", "xff")
 
     def __init__(self) -> None:
         self.url = b""
@@ -94,6 +94,9 @@ class Request:
         self.continue_ = False
         self.rest = b""  # bytes after an upgrade's head
         self.xff: bytes | None = None
+        # The first X-Siocluster-Forward: a claim to come from another host of the
+        # cluster (balancer.hostforward), which only the master may verify.
+        self.forward_claim: bytes | None = None
 
     def head(self) -> bytes:
         """The head as the client sent it (its headers as parsed)."""

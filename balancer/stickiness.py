@@ -27,10 +27,9 @@ back moves with a handshake).
 
 from __future__ import annotations
 
-from .routing import extract_sid
 from .sid import SidOwner, parse_sid
 
-__all__ = ["MAX_RETURNS", "hand_off_now", "serves_here", "streak_after"]
+__all__ = ["MAX_RETURNS", "hand_off_now", "query_sid", "serves_here", "streak_after"]
 
 # Requests in a row for one worker before the first handoff; each return
 # multiplies it by _GROWTH, and past MAX_RETURNS the master keeps the connection.
@@ -53,11 +52,30 @@ def hand_off_now(streak: int, returns: int) -> bool:
     return streak >= needed
 
 
+def query_sid(query: bytes) -> bytes | None:
+    """The first ``sid`` parameter of a query string, as Engine.IO reads it
+    (:func:`balancer.routing.extract_sid`, on the raw bytes)."""
+    if query.startswith(b"sid="):
+        start = 4
+    else:
+        start = query.find(b"&sid=")
+        if start < 0:
+            return None
+        start += 5
+    end = query.find(b"&", start)
+    return query[start:] if end < 0 else query[start:end]
+
+
 def serves_here(path: bytes, method: bytes, version: str, query: bytes, *,
-                engineio_path: bytes, me: SidOwner) -> bool:
-    """Whether a worker's gate serves this request itself: an HTTP/1.1 GET or POST
-    on the Engine.IO path with a sid of this worker's (``me``)."""
+                engineio_path: bytes, me: SidOwner, known: bytes = b"") -> bytes | None:
+    """The request's sid when a worker's gate serves it itself: an HTTP/1.1 GET or
+    POST on the Engine.IO path with a sid of this worker's (``me``); else None.
+    ``known``: a sid this returned before, taken as ours without parsing it again."""
     if path != engineio_path or method not in (b"GET", b"POST") or version != "1.1":
-        return False
-    sid = extract_sid(query.decode("latin-1")) if b"sid=" in query else None
-    return sid is not None and parse_sid(sid) == me
+        return None
+    sid = query_sid(query)
+    if sid is None or not sid:
+        return None
+    if sid == known or parse_sid(sid.decode("latin-1")) == me:
+        return sid
+    return None

@@ -43,7 +43,6 @@ import httptools
 from balancer.config import LimitsConfig
 from balancer.forwarding import TrustedProxies, resolve_client
 from balancer.handoff import RETURNED, encode_passed
-from balancer.hostforward import FORWARD_HEADER_BYTES
 from balancer.httpconn import HttpConnection
 from balancer.httpmsg import Request, json_error
 from balancer.peer import Peer
@@ -114,15 +113,16 @@ class GateDesk:
         return {kind: (list(h.counts), h.total_s) for kind, h in self.latency.items()
                 if h.total_s or any(h.counts)}
 
-    def serves(self, req: Request) -> bool:
-        """One of this worker's sessions' requests (or upgrades)."""
-        path, _, query = req.url.partition(b"?")
+    def serves(self, req: Request, known: bytes = b"") -> bytes | None:
+        """The sid of one of this worker's sessions' requests (or upgrades), else None
+        (``known``: a sid found ours before on the connection)."""
         if req.upgrade and not self.upgrades_here:
-            return False
-        if req.header(FORWARD_HEADER_BYTES) is not None:
-            return False  # claims to come from another host: the master verifies it
-        return not self.stopping and serves_here(
-            path, req.method, req.version, query, engineio_path=self.engineio_path, me=self.me)
+            return None
+        if req.forward_claim is not None or self.stopping:
+            return None  # a claim to come from another host: the master verifies it
+        path, _, query = req.url.partition(b"?")
+        return serves_here(path, req.method, req.version, query,
+                           engineio_path=self.engineio_path, me=self.me, known=known)
 
     async def adopt(self, sock: socket.socket, data: bytes, peer: Peer | None,
                     returns: int, admitted: bool) -> None:
@@ -177,6 +177,7 @@ class PollingGate(HttpConnection):
         self._returning = False  # a request that is not ours: give the connection back
         self._releasing = False  # the worker stops: give it back after this answer
         self._flush_tries = 0
+        self._sid = b""  # the last sid served here: ours, not parsed again
 
     # asyncio.Protocol
 
@@ -199,11 +200,14 @@ class PollingGate(HttpConnection):
 
     def _serve(self, req: Request) -> None:
         admitted, self._admitted = self._admitted, False
-        if not admitted and not self._desk.serves(req):
-            self._returning = True
-            if not self._feeding:
-                self._give_back()
-            return  # else once the parser is done with this read (see _fed)
+        if not admitted:
+            sid = self._desk.serves(req, self._sid)
+            if sid is None:
+                self._returning = True
+                if not self._feeding:
+                    self._give_back()
+                return  # else once the parser is done with this read (see _fed)
+            self._sid = sid
         if req.upgrade:
             self._upgrade(req)
             return
@@ -228,7 +232,7 @@ class PollingGate(HttpConnection):
     def _streams(self, req: Request) -> bool:
         # Not ours, and large: back to the master as soon as its head is here.
         return req.length is not None and req.length > _RETURN_EARLY_OVER \
-            and not self._desk.serves(req)
+            and self._desk.serves(req, self._sid) is None
 
     def _stream(self, req: Request) -> None:
         if self._active is not None or self._queue:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from balancer.routing import extract_sid
 from balancer.sid import SidOwner, mint_sid
-from balancer.stickiness import MAX_RETURNS, hand_off_now, serves_here, streak_after
+from balancer.stickiness import MAX_RETURNS, hand_off_now, query_sid, serves_here, streak_after
 
 ME = SidOwner(1, 7)
 PATH = b"/socket.io/"
@@ -11,7 +15,7 @@ PATH = b"/socket.io/"
 
 def _serves(query: bytes, *, method: bytes = b"GET", path: bytes = PATH,
             version: str = "1.1", me: SidOwner = ME) -> bool:
-    return serves_here(path, method, version, query, engineio_path=PATH, me=me)
+    return serves_here(path, method, version, query, engineio_path=PATH, me=me) is not None
 
 
 def test_a_streak_counts_requests_in_a_row_for_one_worker() -> None:
@@ -56,3 +60,25 @@ def test_the_gate_gives_back_everything_else() -> None:
     other_host = b"EIO=4&sid=" + mint_sid(1, 7, "hb").encode()
     assert not _serves(other_host)
     assert _serves(other_host, me=SidOwner(1, 7, "hb"))
+
+
+def test_the_sid_it_serves_is_returned_and_known_sids_are_not_parsed_again() -> None:
+    sid = mint_sid(1, 7).encode()
+    query = b"EIO=4&transport=polling&t=Nx3&sid=" + sid
+    assert serves_here(PATH, b"GET", "1.1", query, engineio_path=PATH, me=ME) == sid
+    other = mint_sid(0, 7).encode()
+    # ``known`` is what the gate found ours before: taken as it is.
+    assert serves_here(PATH, b"GET", "1.1", b"sid=" + other, engineio_path=PATH, me=ME,
+                       known=other) == other
+    assert serves_here(PATH, b"GET", "1.1", b"sid=" + other, engineio_path=PATH, me=ME,
+                       known=sid) is None
+    # Nothing but the sid is taken on trust: the method, path and version still count.
+    assert serves_here(PATH, b"HEAD", "1.1", query, engineio_path=PATH, me=ME,
+                       known=sid) is None
+
+
+@given(st.text(alphabet="sid=&xyz01.", max_size=30))
+def test_query_sid_reads_the_query_as_engineio_does(query: str) -> None:
+    found = query_sid(query.encode("latin-1"))
+    expected = extract_sid(query)
+    assert (found.decode("latin-1") if found is not None else None) == expected

@@ -65,6 +65,7 @@ class HttpConnection(asyncio.Protocol):
         self._active: Request | None = None  # the one being answered
         self._timer: asyncio.TimerHandle | None = None
         self._timer_phase = -1
+        self._deadline = 0.0  # of the phase timed (loop time)
         self._body_last = 0.0
         self._paused = False
         self._writing_paused = False
@@ -296,19 +297,35 @@ class HttpConnection(asyncio.Protocol):
         self._set_timer(_LINGER, _LINGER_S)
 
     def _set_timer(self, phase: int, delay: float | None = None) -> None:
-        self._cancel_timer()
+        """Time ``phase``.  A handle already armed to fire no later is kept: it
+        fires early and :meth:`_expired` waits the rest, so a kept-alive
+        connection costs no timer operation per request, only one re-arm per
+        timeout."""
         if delay is None:
             delay = self._limits.header_timeout_s if phase == _HEAD else self._limits.idle_timeout_s
         if not delay:
+            self._cancel_timer()
             return
+        loop = asyncio.get_running_loop()
+        self._deadline = deadline = loop.time() + delay
         self._timer_phase = phase
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expired)
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._timer = loop.call_at(deadline, self._expired)
+
+    def _pause_timer(self) -> None:
+        """Time nothing for now (a request is being answered); the handle stays armed
+        for the next phase (:meth:`_set_timer`) while the connection lives."""
+        self._timer_phase = -1
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-            self._timer_phase = -1
+        self._timer_phase = -1
 
     def _update_timer(self) -> None:
         """After a read: time the head or body in progress, or the idle wait."""
@@ -319,21 +336,27 @@ class HttpConnection(asyncio.Protocol):
             if self._active is None and not self._queue:
                 if self._timer_phase != _IDLE:
                     self._set_timer(_IDLE)
-            elif self._timer is not None:
-                self._cancel_timer()
+            elif self._timer_phase != -1:
+                self._pause_timer()
         elif phase != self._timer_phase:
             self._set_timer(phase)
 
     def _expired(self) -> None:
         self._timer = None
-        phase, self._timer_phase = self._timer_phase, -1
-        if self._closed or self._detached:
+        phase = self._timer_phase
+        if phase == -1 or self._closed or self._detached:
+            return  # paused: the next phase arms a timer again
+        loop = asyncio.get_running_loop()
+        if self._deadline > loop.time():  # armed for an earlier phase: wait the rest
+            self._timer = loop.call_at(self._deadline, self._expired)
             return
+        self._timer_phase = -1
         if phase == _BODY:
             left = self._body_last + self._limits.idle_timeout_s - time.monotonic()
             if left > 0:
                 self._timer_phase = _BODY
-                self._timer = asyncio.get_running_loop().call_later(left, self._expired)
+                self._deadline = loop.time() + left
+                self._timer = loop.call_at(self._deadline, self._expired)
                 return
             self._stats.body_timeouts += 1
             if self._active is None and not self._queue:
@@ -354,7 +377,7 @@ class HttpConnection(asyncio.Protocol):
             req = self._queue.popleft()
             self._active = req
             if self._timer_phase == _IDLE:
-                self._cancel_timer()
+                self._pause_timer()
             self._serve(req)
 
     def _finish(self, *, close: bool) -> None:

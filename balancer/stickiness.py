@@ -74,7 +74,7 @@ def serves_here(path: bytes, method: bytes, version: str, query: bytes, *,
     if path != engineio_path or method not in (b"GET", b"POST") or version != "1.1":
         return None
     sid = query_sid(query)
-    if sid is None or not sid:
+    if not sid:
         return None
     if sid == known or parse_sid(sid.decode("latin-1")) == me:
         return sid

@@ -14,6 +14,11 @@ is judged at once, and a WebSocket upgrade then handed off without a task.
   passed to that worker over the worker's handoff socket (``SCM_RIGHTS``).
   The worker adopts it into its own aiohttp server and reads the untouched
   head itself; from then on the master does no work for that connection.
+* A polling handshake on a fresh HTTP/1.1 keep-alive connection (a plain GET
+  of the Engine.IO path, no sid: :class:`balancer.peek.Handshake`) is passed
+  the same way, unread, to the least-loaded worker's polling gate, which serves
+  its sessions' requests from then on (:mod:`balancer.stickiness`).  Not when
+  per-address limits need the master to see the request first.
 * Everything else (polling, the app's routes, upgrades with a stale sid, and
   every upgrade in ``"tunnel"`` mode) is served in process, each request
   routed on its own: by :class:`balancer.front.FrontProtocol` (httptools), or
@@ -37,9 +42,9 @@ from .config import BalancerConfig, LimitsConfig
 from .directory import WorkerDirectory
 from .forwarding import TrustedProxies
 from .front import FrontProtocol
-from .handoff import encode_handoff
+from .handoff import POLLING, encode_handoff, encode_passed
 from .headguard import RESPONSE_408, GuardedProtocol
-from .peek import NeedMore, Plain, Upgrade, classify_head
+from .peek import Handshake, NeedMore, Plain, Upgrade, classify_head
 from .peer import Peer, PeerProtocol
 from .proxy import Balancer
 from .proxyproto import (
@@ -228,17 +233,29 @@ class FrontDoor:
             conn.close()
             return
         verdict = None if self.config.proxy_protocol else self._peek_now(conn)
-        if (
-            isinstance(verdict, Upgrade)
-            and self.config.websocket == "handoff"
-            and self._hand_off(conn, verdict, None)
-        ):
-            return  # the common case of a connect storm: no task at all
+        if self._passed(conn, verdict, None):
+            return  # the common cases of a connect storm: no task at all
         task = asyncio.get_running_loop().create_task(self._handle(conn, verdict))
         self._triage.add(task)
         task.add_done_callback(self._triage.discard)
 
-    def _peek_now(self, conn: socket.socket) -> Plain | Upgrade | None:
+    def _passed(self, conn: socket.socket, verdict: Plain | Upgrade | Handshake | None,
+                peer: Peer | None) -> bool:
+        """Whether the connection went to a worker on its first head, unread."""
+        if isinstance(verdict, Upgrade):
+            return self.config.websocket == "handoff" and self._hand_off(conn, verdict, peer)
+        return isinstance(verdict, Handshake) and self._pass_handshake(conn, peer)
+
+    def _handshake_path(self) -> bytes:
+        """The path of a handshake the front door passes on unread (empty: none is)."""
+        b = self._balancer
+        if (b is None or self.config.http != "httptools" or not self.config.polling_handoff
+                or self.limits.handshake_rate_per_ip or self.limits.max_sessions_per_ip):
+            # aiohttp's side never passes polling; the limits need the whole request
+            return b""
+        return b.engineio_path_bytes()
+
+    def _peek_now(self, conn: socket.socket) -> Plain | Upgrade | Handshake | None:
         """The verdict on the first head if it is all here already, else None."""
         limit = self.limits.max_header_bytes
         try:
@@ -247,7 +264,8 @@ class FrontDoor:
             return None
         if not data:
             return None
-        verdict = classify_head(data, complete=len(data) >= limit)
+        verdict = classify_head(data, complete=len(data) >= limit,
+                                handshake_path=self._handshake_path())
         return None if isinstance(verdict, NeedMore) else verdict
 
     async def _peek_for(
@@ -327,15 +345,19 @@ class FrontDoor:
                       + body)
         return False
 
-    async def _peek(self, conn: socket.socket, deadline: float) -> Plain | Upgrade | None:
+    async def _peek(self, conn: socket.socket,
+                    deadline: float) -> Plain | Upgrade | Handshake | None:
         """The verdict on the first head, or None when the client went away or stalled."""
         limit = self.limits.max_header_bytes
+        path = self._handshake_path()
         return await self._peek_for(
-            conn, deadline, lambda data: classify_head(data, complete=len(data) >= limit),
+            conn, deadline,
+            lambda data: classify_head(data, complete=len(data) >= limit, handshake_path=path),
             limit, limit,
         )
 
-    async def _handle(self, conn: socket.socket, verdict: Plain | Upgrade | None = None) -> None:
+    async def _handle(self, conn: socket.socket,
+                      verdict: Plain | Upgrade | Handshake | None = None) -> None:
         """Serve a connection; ``verdict``: its first head was judged (and, for an
         upgrade, not handed off) when it was accepted."""
         loop = asyncio.get_running_loop()
@@ -353,11 +375,7 @@ class FrontDoor:
             if verdict is None:
                 conn.close()
                 return
-            if (
-                isinstance(verdict, Upgrade)
-                and self.config.websocket == "handoff"
-                and self._hand_off(conn, verdict, peer)
-            ):
+            if self._passed(conn, verdict, peer):
                 return
         try:
             await loop.connect_accepted_socket(lambda: self._protocol(peer), conn)
@@ -393,5 +411,27 @@ class FrontDoor:
         self.stats.requests += 1
         self.stats.upgrades += 1
         self.stats.handoffs += 1
+        conn.close()  # the worker holds its own copy now
+        return True
+
+    def _pass_handshake(self, conn: socket.socket, peer: Peer | None) -> bool:
+        """A new polling session: its connection, with the handshake unread, to the
+        worker that will own it, as :class:`FrontProtocol` would pass it once parsed."""
+        decision = route(None, self.directory.views(), self.directory.host_id)
+        if not isinstance(decision, Forward):
+            return False  # FrontProtocol answers the 503
+        channel = self.directory.handoff_channel(decision.slot, decision.generation)
+        if channel is None:
+            return False
+        try:
+            socket.send_fds(channel, [encode_passed(POLLING, b"", peer, 0, admitted=True)],
+                            [conn.fileno()])
+        except OSError:
+            self.stats.handoff_failures += 1
+            return False
+        self.directory.note_handshake(decision.slot, decision.generation)
+        self.stats.requests += 1
+        self.stats.handshakes += 1
+        self.stats.polling_handoffs += 1
         conn.close()  # the worker holds its own copy now
         return True

@@ -110,6 +110,55 @@ def _request_counts(cluster: Cluster) -> dict[str, float]:
     return counts
 
 
+def _handshakes_answered(sock: socket.socket, count: int) -> list[str]:
+    """The sids of ``count`` handshake answers read off ``sock``, in order."""
+    sock.settimeout(10)
+    answers = b""
+    while answers.count(b'"sid":"') < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {answers!r}"
+        answers += chunk
+    assert answers.count(b"HTTP/1.1 200 ") == count, answers
+    return [json.loads(part.split(b"}", 1)[0].join((b"{", b"}")))["sid"]
+            for part in answers.split(b'0{')[1:]]
+
+
+def test_a_handshake_trickled_in_before_its_head_is_whole_moves_all_the_same(
+        two: Cluster) -> None:
+    """The front door passes a fresh connection's handshake on unread, whether its
+    head was all there when it was accepted or came in parts later."""
+    delta = Delta(two)
+    sock = socket.create_connection(("127.0.0.1", two.port), timeout=10)
+    head = f"GET {Q}&t=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    sock.sendall(head[:10])
+    time.sleep(0.3)
+    sock.sendall(head[10:])
+    (sid,) = _handshakes_answered(sock, 1)
+    conn = http.client.HTTPConnection("127.0.0.1", two.port, timeout=10)
+    conn.sock = sock  # the same connection, on with http.client
+    assert _request(conn, "POST", f"{Q}&sid={sid}", b"40") == (200, b"OK")
+    assert _request(conn, "GET", f"{Q}&sid={sid}")[1].startswith(b"40{")
+    assert _whoami(conn, sid, 1)["pid"] == _whoami(conn, sid, 2)["pid"]
+    assert delta["polling_handoffs"] == 1 and delta["handshakes"] == 1
+    assert delta["requests"] == 1, "the master read none of the session's requests"
+    conn.close()
+
+
+def test_handshakes_pipelined_on_a_fresh_connection_are_all_answered_in_order(
+        two: Cluster) -> None:
+    """The first goes unread to a worker's gate, which serves it; the second is not
+    its sid's request, so the connection goes back to the master with it."""
+    delta = Delta(two)
+    sock = socket.create_connection(("127.0.0.1", two.port), timeout=10)
+    sock.sendall(b"".join(f"GET {Q}&t={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                          for n in range(3)))
+    sids = _handshakes_answered(sock, 3)
+    assert len(set(sids)) == 3
+    assert delta["handshakes"] == 3 and delta["polling_handoffs"] == 1
+    assert delta["polling_returns"] == 1
+    sock.close()
+
+
 def test_what_the_gate_serves_is_in_the_masters_latency_histograms(two: Cluster) -> None:
     """/metrics and the dashboard time what the gates answer, not only what the
     master relays: the gates report their histograms in their heartbeats."""

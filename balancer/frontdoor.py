@@ -142,6 +142,11 @@ class FrontDoor:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Woken only once a client has sent something (nginx's "deferred"):
+            # the first head is then nearly always whole at accept, so it is
+            # judged and passed on without a task (see _accepted).  A client
+            # that sends nothing is accepted after this second all the same.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             sock.bind(address)
             sock.listen(4096)
         except OSError:

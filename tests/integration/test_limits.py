@@ -118,6 +118,22 @@ def test_slowloris_head_gets_408(tmp_path: Path) -> None:
         assert cluster.status()["balancer"]["head_timeouts_408"] == 20
 
 
+def test_a_connection_that_sends_nothing_gets_408(tmp_path: Path) -> None:
+    """The listener defers accepting until data arrives (TCP_DEFER_ACCEPT, 1 s); a
+    client that never sends is accepted after that second, then timed as usual."""
+    env = {"SIOCLUSTER_LIMITS_HEADER_TIMEOUT_S": "1"}
+    with start_cluster(workers=1, tmp_path=tmp_path, env=env) as cluster:
+        with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as s:
+            started = time.monotonic()
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            elapsed = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert 1 <= elapsed < 6, elapsed
+        assert cluster.status()["balancer"]["head_timeouts_408"] == 1
+
+
 @contextlib.contextmanager
 def _kept_alive(port: int, first: bytes = b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n"
                 ) -> Iterator[socket.socket]:

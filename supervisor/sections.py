@@ -63,6 +63,11 @@ class ClusterConfig:
     graceful_timeout_s: float = 30.0
     # Pin worker N to core N % cpu_count.
     pin_cpus: bool = False
+    # The workers' garbage collector (worker/gctune.py): the youngest generation's
+    # threshold (0 keeps Python's 700), and whether the loaded app's objects are
+    # frozen out of later collections (gc.freeze).
+    gc_threshold: int = 10_000
+    gc_freeze: bool = True
     # @singleton leases: a dead or hung holder is replaced within this (plus a heartbeat).
     singleton_lease_s: float = 5.0
     # Several hosts, one cluster: where other hosts reach this host's balancer
@@ -137,6 +142,8 @@ class Config:
             socketio=self.socketio, auth=self.auth, logging=self.logging,
             recovery=self.recovery,
             factory=self.cluster.factory,
+            gc_threshold=self.cluster.gc_threshold,
+            gc_freeze=self.cluster.gc_freeze,
             graceful_timeout_s=self.cluster.graceful_timeout_s,
             singleton_lease_s=self.cluster.singleton_lease_s,
             heartbeat_interval_s=self.health.heartbeat_interval_s,

@@ -96,6 +96,8 @@ class WorkerConfig:
     recovery: RecoveryConfig = RecoveryConfig()
     # From [cluster] and [health]
     factory: bool = False
+    gc_threshold: int = 10_000
+    gc_freeze: bool = True
     graceful_timeout_s: float = 30.0
     singleton_lease_s: float = 5.0
     heartbeat_interval_s: float = 1.0

@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 
-from . import control, fastjson
+from . import control, fastjson, gctune
 from .adapter import ClusterManager
 from .adapter.redis_backend import RedisTransport
 from .app_loader import load_app
@@ -173,6 +173,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         return 1
     config = msg.config  # typed and checked by msgspec on the way in
     configure_logging(config.logging.level, config.logging.format, role="worker", slot=msg.slot)
+    gctune.tune(config.gc_threshold)
     loop = asyncio.get_running_loop()
 
     runtime = await _boot(msg, writer)
@@ -185,6 +186,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
         channel = socket.socket(fileno=handoff_fd)
         channel.setblocking(False)
         runtime.adopt_handoffs(channel)
+    gctune.freeze_loaded(config.gc_freeze)  # the app is loaded and started
     loop.add_signal_handler(signal.SIGTERM, runtime.stopping.set)
     writer.write(control.encode(runtime.ready_message()))
     await writer.drain()

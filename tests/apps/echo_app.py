@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -47,7 +48,8 @@ async def shout(sid: str, data: Any) -> None:
 
 async def pid(request: web.Request) -> web.Response:
     return web.json_response({"pid": os.getpid(), "remote": request.remote,
-                              "host": request.host, "scheme": request.scheme})
+                              "host": request.host, "scheme": request.scheme,
+                              "gc": [*gc.get_threshold(), gc.get_freeze_count()]})
 
 
 async def upload(request: web.Request) -> web.Response:

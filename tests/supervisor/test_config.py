@@ -64,6 +64,7 @@ def test_env_types() -> None:
     ("[balancer]\nport = \"80\"\n", ["balancer.port", "integer"]),
     ("[balancer]\nport = -1\n", ["balancer.port", "negative"]),
     ("[cluster]\npin_cpus = 1\n", ["cluster.pin_cpus", "true or false"]),
+    ("[cluster]\ngc_threshold = -5\n", ["cluster.gc_threshold", "negative"]),
     ("[adapter]\nbackend = \"redys\"\n", ["adapter.backend", "'redis'"]),
     ("[cluster\n", ["invalid TOML"]),
     ("cluster = 3\n", ["[cluster] must be a table"]),

@@ -401,22 +401,14 @@ class FrontDoor:
             # aiohttp answers the 400/503 with the proper body, or forwards the
             # upgrade to the host that owns the sid
             return False
-        channel = self.directory.handoff_channel(decision.slot, decision.generation)
-        if channel is None:
-            return False
-        try:
-            socket.send_fds(channel, [encode_handoff(b"", peer)], [conn.fileno()])
-        except OSError:
-            # The worker's queue is full or it just died: serve it through the tunnel.
-            self.stats.handoff_failures += 1
-            return False
+        if not self._send(conn, decision, encode_handoff(b"", peer)):
+            return False  # served through the tunnel instead
         if decision.new_session and upgrade.path == self.directory.engineio_path:
             self.directory.note_handshake(decision.slot, decision.generation)
             self.stats.handshakes += 1
         self.stats.requests += 1
         self.stats.upgrades += 1
         self.stats.handoffs += 1
-        conn.close()  # the worker holds its own copy now
         return True
 
     def _pass_handshake(self, conn: socket.socket, peer: Peer | None) -> bool:
@@ -425,18 +417,24 @@ class FrontDoor:
         decision = route(None, self.directory.views(), self.directory.host_id)
         if not isinstance(decision, Forward):
             return False  # FrontProtocol answers the 503
-        channel = self.directory.handoff_channel(decision.slot, decision.generation)
-        if channel is None:
-            return False
-        try:
-            socket.send_fds(channel, [encode_passed(POLLING, b"", peer, 0, admitted=True)],
-                            [conn.fileno()])
-        except OSError:
-            self.stats.handoff_failures += 1
-            return False
+        if not self._send(conn, decision, encode_passed(POLLING, b"", peer, 0, admitted=True)):
+            return False  # parsed and relayed instead
         self.directory.note_handshake(decision.slot, decision.generation)
         self.stats.requests += 1
         self.stats.handshakes += 1
         self.stats.polling_handoffs += 1
-        conn.close()  # the worker holds its own copy now
+        return True
+
+    def _send(self, conn: socket.socket, decision: Forward, payload: bytes) -> bool:
+        """Pass ``conn`` to the worker ``decision`` names, with ``payload``
+        (:mod:`balancer.handoff`); ours is closed once the worker holds its copy."""
+        channel = self.directory.handoff_channel(decision.slot, decision.generation)
+        if channel is None:
+            return False
+        try:
+            socket.send_fds(channel, [payload], [conn.fileno()])
+        except OSError:  # the worker's queue is full or it just died
+            self.stats.handoff_failures += 1
+            return False
+        conn.close()
         return True

@@ -129,7 +129,6 @@ class FrontDoor:
         self._accept_error_logged = -_ACCEPT_ERROR_LOG_S
         self._triage: set[asyncio.Task[None]] = set()
         self._trusted = TrustedProxies(config.trusted_proxies)
-        self._sockopts = keepalive_options(limits.tcp_keepalive_s)
         self.port = config.port
         if balancer is not None:  # it serves the polling connections workers give back
             balancer.returns.protocol = self._protocol
@@ -147,6 +146,11 @@ class FrontDoor:
             # judged and passed on without a task (see _accepted).  A client
             # that sends nothing is accepted after this second all the same.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            # Linux gives every accepted socket the listener's TCP options: set
+            # once here, not with several system calls per connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for level, option, value in keepalive_options(self.limits.tcp_keepalive_s):
+                sock.setsockopt(level, option, value)
             sock.bind(address)
             sock.listen(4096)
         except OSError:
@@ -229,14 +233,7 @@ class FrontDoor:
             self._accepted(conn)
 
     def _accepted(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for level, option, value in self._sockopts:
-                conn.setsockopt(level, option, value)
-        except OSError:  # the client is already gone
-            conn.close()
-            return
+        conn.setblocking(False)  # (TCP_NODELAY and keepalive: the listener's, see bind)
         verdict = None if self.config.proxy_protocol else self._peek_now(conn)
         if self._passed(conn, verdict, None):
             return  # the common cases of a connect storm: no task at all

@@ -13,8 +13,9 @@ on data that is never acknowledged.
 With ``[limits] tcp_keepalive_s`` = *s*, a connection idle for *s* seconds is
 probed every *s*/4 seconds and dropped after 4 unanswered probes, so a dead
 peer is found within about 2*s*; unacknowledged data is given up on after
-2*s* (``TCP_USER_TIMEOUT``).  The options are set once, on the accepted
-socket in the master, so a socket handed off to a worker keeps them.
+2*s* (``TCP_USER_TIMEOUT``).  The options are set once, on the master's
+listener: Linux gives each accepted socket the listener's options, and a
+socket handed off to a worker keeps them.
 """
 
 from __future__ import annotations

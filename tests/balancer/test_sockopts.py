@@ -28,3 +28,18 @@ def test_the_kernel_accepts_them() -> None:
         for level, name, value in keepalive_options(5):
             sock.setsockopt(level, name, value)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 5
+
+
+def test_accepted_sockets_inherit_them_and_no_delay_from_the_listener() -> None:
+    """The front door sets them once, on its listener (balancer.frontdoor.bind)."""
+    options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), *keepalive_options(60)]
+    with socket.socket() as listener:
+        for level, name, value in options:
+            listener.setsockopt(level, name, value)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                for level, name, value in options:
+                    assert accepted.getsockopt(level, name) == value, name

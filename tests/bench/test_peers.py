@@ -16,11 +16,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 
 from bench import peers
-from bench.clients import PollingClient, WsClient
+from bench.clients import PollingClient, SessionError, WsClient
 from bench.model import Run, merge_rounds, round_order, spread
 from bench.report import cpu_us_per_op
 from bench.targets import Target
@@ -69,14 +70,29 @@ def test_haproxy_config_is_sticky_by_cookie_and_fits_the_fd_limit() -> None:
     assert "maxconn 9900" in text and "mode http" in text
 
 
-async def _drive(url: str) -> None:
+async def _connect(http: aiohttp.ClientSession, url: str, tries: int) -> PollingClient:
+    """A polling session; ``tries`` > 1 for Node's cluster, whose primary learns a
+    new sid's worker by IPC after the handshake's answer has left, so the request
+    right after a handshake can reach the wrong worker and get "Session ID unknown"
+    (a known race of @socket.io/sticky, counted by the bench as a failed session;
+    README, "Against the peers").  Only the handshake is retried."""
+    for attempt in range(tries):
+        try:
+            return await PollingClient.connect(http, url)
+        except SessionError:
+            if attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _drive(url: str, *, handshake_tries: int = 1) -> None:
     async with http_session() as http:
         ws = await WsClient.connect(http, url)
         assert await ws.call("echo", "héllo ✓") == ["héllo ✓"]
         await ws.close()
         # New sessions spread over both servers, so a session that lost its
         # server would see "Session ID unknown" within a few requests.
-        clients = [await PollingClient.connect(http, url) for _ in range(4)]
+        clients = [await _connect(http, url, handshake_tries) for _ in range(4)]
         for i in range(3):
             for client in clients:
                 assert await client.call("echo", i) == [i]
@@ -97,7 +113,7 @@ def test_node_cluster_starts_serves_and_stops(tmp_path: Path) -> None:
             missing(f"{name} is not installed and cannot be installed")
     with peers.node_cluster(2, log_dir=tmp_path) as target:
         assert len(target.pids["workers"]) == 2
-        asyncio.run(_drive(target.urls[0]))
+        asyncio.run(_drive(target.urls[0], handshake_tries=3))
     assert _gone(target) == []
 
 

@@ -10,8 +10,10 @@ full collections that follow walk every object the app and its libraries
 loaded: 13-15% of a worker's CPU, the same in a standalone python-socketio
 server.
 
-Two settings from ``[cluster]``, as long-running Python servers tune it
-(gunicorn's documentation, Instagram's ``gc.freeze``):
+Two settings from ``[cluster]``, as long-running Python servers are tuned by
+hand (Instagram's, which gave Python ``gc.freeze``; gunicorn issue #1640 for
+preloaded apps).  Python's documentation of ``gc.freeze`` names both uses:
+copy-on-write after ``fork`` and faster collections, the one taken here:
 
 * ``gc_threshold`` (default 10,000; 0 keeps Python's): the youngest
   generation is collected less often, so most cycles die young and far fewer

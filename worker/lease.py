@@ -11,6 +11,8 @@ two sides, and both are plain objects driven by the caller's clock:
   W's (a renewal).  A lease lapses ``lease_s`` after the last request the
   granting side granted; a holder that releases it, or whose process exited,
   frees it at once.  Every new tenure draws a larger **fencing token**.
+  (RabbitMQ, for the ``amqp`` backend, grants with an exclusive queue and
+  lets it lapse through its connection heartbeat: :func:`amqp_heartbeat_s`.)
 
 * The **holder side** (:class:`HolderLease`).  Each request carries a sequence
   number and the holder remembers when it *sent* it.  A granted reply makes
@@ -36,6 +38,7 @@ the same pace, which bounds the gap after a holder dies or releases.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "Holder",
     "HolderLease",
     "LeaseTable",
+    "amqp_heartbeat_s",
     "margin_for",
     "poll_interval",
 ]
@@ -58,6 +62,25 @@ def margin_for(lease_s: float) -> float:
 def poll_interval(lease_s: float, heartbeat_s: float) -> float:
     """How often holders renew and candidates ask: a heartbeat, at most a third of the lease."""
     return max(0.01, min(heartbeat_s, lease_s / 3))
+
+
+def amqp_heartbeat_s(lease_s: float) -> int:
+    """The AMQP heartbeat timeout (whole seconds) of a lease connection to RabbitMQ.
+
+    With the ``amqp`` backend the granting side is RabbitMQ: a lease is an
+    exclusive queue, which the broker frees only when the holder's connection
+    closes (:mod:`worker.singleton_amqp`).  A holder that is paused sends
+    nothing; RabbitMQ's heartbeat receiver checks every heartbeat timeout T and
+    closes the connection once two checks in a row saw no byte arrive, that is
+    2T to 3T after the last byte it received, and the holder's last confirmed
+    renewal was sent before that byte arrived.  With ``2T >= lease_s`` the
+    broker frees the lock no sooner than the other backends would (``lease_s``
+    after the renewal), so the holder, whose validity ends ``lease_s -
+    margin_s`` after it sent the renewal, keeps the whole margin.  T is the
+    smallest whole second that makes it so: a stopped holder is replaced
+    2T to 3T after it stopped.
+    """
+    return max(1, math.ceil(lease_s / 2))
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,7 +194,7 @@ async def run_worker(control_fd: int, handoff_fd: int | None = None) -> int:
     started_singletons = start_singletons(
         loaded.sio, writer, backend_name=config.adapter.backend,
         redis_url=config.adapter.redis_url, channel=config.adapter.channel,
-        lease_s=config.singleton_lease_s,
+        amqp_url=config.adapter.amqp_url, lease_s=config.singleton_lease_s,
         heartbeat_s=config.heartbeat_interval_s, slot=msg.slot, generation=msg.generation,
     )
     if started_singletons is not None:

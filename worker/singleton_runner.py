@@ -14,7 +14,8 @@ its :class:`~worker.lease.HolderLease`, and acts on the event:
 
 Backends: :class:`MasterLeases` asks the master over the control channel
 (``local``/``none`` adapter backends: one holder per host);
-:class:`~worker.singleton_redis.RedisLeases` asks Redis (one holder across
+:class:`~worker.singleton_redis.RedisLeases` asks Redis and
+:class:`~worker.singleton_amqp.AmqpLeases` RabbitMQ (one holder across
 hosts).  A backend that does not answer within the poll interval changes
 nothing: a holder keeps running until the watchdog ends its tenure, when the
 validity of its last confirmed renewal runs out.
@@ -141,6 +142,15 @@ class SingletonRunner:
         self._items = [
             _Singleton(spec, HolderLease(lease_s, margin_for(lease_s))) for spec in specs
         ]
+        set_lost_hook = getattr(backend, "set_lost_hook", None)
+        if set_lost_hook is not None:
+            set_lost_hook(self._lost)  # a backend that learns of a loss between polls
+
+    def _lost(self, name: str) -> None:
+        """The backend knows the lease is gone now (not at the next poll): stop."""
+        for item in self._items:
+            if item.spec.name == name:
+                self._apply(item, item.lease.drop())
 
     def start(self, sio: Any) -> None:
         install_fence(sio.manager)
@@ -273,6 +283,7 @@ def start_singletons(
     backend_name: str,
     redis_url: str,
     channel: str,
+    amqp_url: str = "",
     lease_s: float,
     heartbeat_s: float,
     slot: int,
@@ -293,6 +304,11 @@ def start_singletons(
 
         backend = RedisLeases(redis_url, channel, slot=slot, generation=generation,
                               lease_s=lease_s)
+    elif backend_name == "amqp":
+        from .singleton_amqp import AmqpLeases
+
+        backend = AmqpLeases(amqp_url, channel, slot=slot, generation=generation,
+                             lease_s=lease_s)
     elif backend_name in ("local", "none"):
         backend = master = MasterLeases(writer)
     else:
@@ -305,5 +321,5 @@ def start_singletons(
     runner.start(sio)
     log.info("singletons %s: asking the %s for their leases every %.2fs",
              ", ".join(repr(s.name) for s in specs),
-             "master" if master is not None else "redis server", runner.interval)
+             "master" if master is not None else f"{backend_name} server", runner.interval)
     return runner, master

@@ -11,6 +11,7 @@ from worker.lease import (
     Holder,
     HolderLease,
     LeaseTable,
+    amqp_heartbeat_s,
     margin_for,
     poll_interval,
 )
@@ -149,3 +150,35 @@ def test_never_two_valid_holders(ops: list[tuple[str, float, float, float]]) -> 
             if s.valid(t):
                 current = table.current("x", t)
                 assert current is not None and current.holder == holders[k], (k, t)
+
+
+@given(st.floats(min_value=0.05, max_value=3600.0))
+def test_amqp_heartbeat_lets_the_holder_give_up_before_the_broker_frees_the_lock(
+    lease_s: float,
+) -> None:
+    """RabbitMQ frees an exclusive queue 2 to 3 heartbeat timeouts after the last byte
+    of a silent holder: at least 2T, which must cover the holder's validity."""
+    t = amqp_heartbeat_s(lease_s)
+    assert isinstance(t, int) and t >= 1
+    # No sooner than a lease_s expiry would: the holder keeps its whole margin.
+    assert 2 * t >= lease_s > lease_s - margin_for(lease_s)
+    # The smallest such whole second: a stopped holder is replaced as soon as it can be.
+    assert t == 1 or 2 * (t - 1) < lease_s
+
+
+def test_amqp_heartbeat_for_the_default_lease() -> None:
+    assert amqp_heartbeat_s(5.0) == 3  # freed 6 to 9 s after a holder stops
+    assert amqp_heartbeat_s(1.0) == 1
+
+
+def test_the_amqp_lease_connection_sets_its_own_heartbeat() -> None:
+    """Whatever heartbeat the adapter's URL asks for, the lease connection's is the
+    one the fence was worked out for: a shorter one would let the broker free the
+    lock while the stopped holder still thinks it holds it; a longer one (or none)
+    would delay its replacement."""
+    from worker.singleton_amqp import AmqpLeases
+
+    leases = AmqpLeases("amqp://u:p%40ss@broker:5672/vh?heartbeat=60&frame_max=8192", "c",
+                        slot=0, generation=1, lease_s=5.0)
+    assert "heartbeat=3" in leases.url and "heartbeat=60" not in leases.url
+    assert "frame_max=8192" in leases.url and leases.url.startswith("amqp://u:p%40ss@broker:5672/vh?")

@@ -8,7 +8,10 @@ one worker that holds the lease ``name``:
 * ``local`` adapter backend (or ``none``): one worker per host; the master
   grants the lease over each worker's control channel;
 * ``redis``: one worker across every host sharing the Redis server (and the
-  ``[adapter] channel``); the lease is a Redis key.
+  ``[adapter] channel``); the lease is a Redis key;
+* ``amqp``: one worker across every host sharing the RabbitMQ broker (and the
+  ``[adapter] channel``); the lease is an exclusive queue
+  (:mod:`worker.singleton_amqp`).
 
 The holder runs the function while it holds the lease; it is cancelled when the
 lease is lost, and another worker starts it when the holder dies, drains or

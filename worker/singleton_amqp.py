@@ -71,7 +71,10 @@ from .singleton_runner import LeaseBackendError
 __all__ = ["AmqpLeases"]
 
 _CONNECT_TIMEOUT_S = 5.0
-_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError)
+_RETRY_S = 0.25  # the first retry after a failed connection; then doubling
+# What aio-pika raises when the broker or the connection goes (RuntimeError: a
+# channel asked of a connection that just closed).
+_ERRORS = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError, RuntimeError)
 
 
 def _grant(body: bytes) -> Grant | None:
@@ -90,6 +93,11 @@ class _Lease:
     connection: AbstractConnection | None = None
     channel: AbstractChannel | None = None  # probes, reads, the tenure's bookkeeping
     held: Grant | None = None
+    # Connecting runs in a task of its own: a poll's timeout cancels the poll, not
+    # the connection (a fresh broker can take longer to answer than a poll lasts).
+    connecting: asyncio.Task[AbstractConnection] | None = None
+    failures: int = 0  # connections in a row that failed
+    retry_at: float = 0.0  # monotonic: no new attempt before (backoff)
 
 
 class AmqpLeases:
@@ -119,13 +127,32 @@ class AmqpLeases:
         if lease.connection is None or lease.connection.is_closed:
             lease.connection = lease.channel = None
             lease.held = None  # (its close callback already told the runner)
-            connection = await aio_pika.connect(self.url, timeout=_CONNECT_TIMEOUT_S)
-            connection.close_callbacks.add(lambda *_: self._closed(name, connection))
-            lease.connection = connection
+            lease.connection = await self._connect(name, lease)
         if lease.channel is None or lease.channel.is_closed:
             lease.channel = await lease.connection.channel(
                 publisher_confirms=True, on_return_raises=True)
         return lease.channel
+
+    async def _connect(self, name: str, lease: _Lease) -> AbstractConnection:
+        task = lease.connecting
+        if task is None:
+            if time.monotonic() < lease.retry_at:
+                raise LeaseBackendError("amqp: not connected (retrying)")
+            task = lease.connecting = asyncio.get_running_loop().create_task(
+                aio_pika.connect(self.url, timeout=_CONNECT_TIMEOUT_S))
+        await asyncio.wait({task})  # a poll's timeout cancels this wait, not the task
+        lease.connecting = None
+        try:
+            connection = task.result()
+        except _ERRORS as exc:
+            # aiormq logs each failed attempt: back off, up to five leases.
+            lease.failures += 1
+            delay = min(5 * self.lease_s, _RETRY_S * 2 ** min(lease.failures, 16))
+            lease.retry_at = time.monotonic() + delay
+            raise LeaseBackendError(f"amqp: {exc!r}") from exc
+        lease.failures = 0
+        connection.close_callbacks.add(lambda *_: self._closed(name, connection))
+        return connection
 
     def _closed(self, name: str, connection: AbstractConnection) -> None:
         lease = self._leases.get(name)
@@ -260,6 +287,9 @@ class AmqpLeases:
             await asyncio.sleep(self.lease_s)
         for name, lease in list(self._leases.items()):
             lease.held = None
+            if lease.connecting is not None:
+                lease.connecting.cancel()
+                lease.connecting = None
             await self._drop(name, lease)
         if self._closing:
             await asyncio.wait(self._closing, timeout=_CONNECT_TIMEOUT_S)

@@ -135,3 +135,43 @@ def test_amqp_rolling_restart_hands_over_without_gap_or_overlap(
         assert_one_ticker_at_a_time(rows)
         assert rows[-1][0] not in old
     assert "released the lease" in cluster.log()
+
+
+def test_amqp_broker_outage_stops_the_holder_at_once_then_resumes(
+    rabbitmq_server: RabbitMQServer, tmp_path: Path
+) -> None:
+    """The lease connection closing under the holder stops it at once (the broker,
+    back, would free the lock to anyone), not when its validity runs out."""
+    env = _amqp_env(tmp_path, rabbitmq_server, "sioc-single-c")
+    with start_cluster(APP, workers=2, tmp_path=tmp_path, env=env) as cluster:
+        deadline = time.monotonic() + 15
+        while len(emitted(tmp_path)) < 5:
+            assert time.monotonic() < deadline, cluster.log()
+            time.sleep(0.05)
+        rabbitmq_server.kill()
+        killed = time.time()
+        try:
+            time.sleep(LEASE_S + 1.0)
+            last = emitted(tmp_path)[-1][2]
+            print(f"amqp down: last tick {last - killed:.2f}s after the kill")
+            assert last - killed < 0.5, "the holder stopped when its connection went"
+        finally:
+            rabbitmq_server.start()
+        restarted = time.time()
+        deadline = time.monotonic() + 20
+        while emitted(tmp_path)[-1][2] < restarted:
+            assert time.monotonic() < deadline, cluster.log()
+            time.sleep(0.05)
+        print(f"amqp back: ticking again after {emitted(tmp_path)[-1][2] - restarted:.2f}s")
+        time.sleep(1.0)
+        rows = emitted(tmp_path)
+        # (a worker that holds it again counts its ticks from 1: check each side)
+        assert_one_ticker_at_a_time([r for r in rows if r[2] < killed])
+        assert_one_ticker_at_a_time([r for r in rows if r[2] > restarted])
+        log = cluster.log()
+        assert "lease lost; cancelling" in log
+        # aiormq logs each failed attempt, one line each; the lease polls back off
+        # (0.5 s doubling, up to five leases), as the adapter does.
+        attempts = log.count("error when creating transport")
+        print(f"amqp down: {attempts} failed connection attempts logged "
+              f"in {restarted - killed:.1f}s by 2 workers (adapter and leases)")

@@ -287,9 +287,11 @@ class AmqpLeases:
             await asyncio.sleep(self.lease_s)
         for name, lease in list(self._leases.items()):
             lease.held = None
-            if lease.connecting is not None:
-                lease.connecting.cancel()
-                lease.connecting = None
+            task, lease.connecting = lease.connecting, None
+            if task is not None and not task.done():
+                task.cancel()
+            elif task is not None and not task.cancelled() and task.exception() is None:
+                lease.connection = task.result()  # made after the last poll: close it too
             await self._drop(name, lease)
         if self._closing:
             await asyncio.wait(self._closing, timeout=_CONNECT_TIMEOUT_S)

@@ -47,10 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,8 +61,13 @@ from aio_pika.exceptions import (
     DeliveryError,
 )
 
-from .lease import Grant, Holder, amqp_heartbeat_s
-from .singleton_runner import LeaseBackendError
+from .lease import Grant, amqp_heartbeat_s
+from .singleton_runner import (
+    LeaseBackendError,
+    broker_holder,
+    grant_from_record,
+    tenure_record,
+)
 
 __all__ = ["AmqpLeases"]
 
@@ -75,15 +76,6 @@ _RETRY_S = 0.25  # the first retry after a failed connection; then doubling
 # What aio-pika raises when the broker or the connection goes (RuntimeError: a
 # channel asked of a connection that just closed).
 _ERRORS = (AMQPError, ChannelInvalidStateError, OSError, TimeoutError, RuntimeError)
-
-
-def _grant(body: bytes) -> Grant | None:
-    try:
-        v = json.loads(body)
-        holder = Holder(str(v["id"]), str(v["host"]), int(v["slot"]), int(v["pid"]))
-        return Grant(holder, int(v["token"]), float(v["since"]))
-    except (ValueError, KeyError, TypeError):
-        return None  # not ours: someone else's message under our prefix
 
 
 @dataclass
@@ -104,9 +96,7 @@ class AmqpLeases:
     def __init__(
         self, url: str, channel: str, *, slot: int, generation: int, lease_s: float
     ) -> None:
-        self.host = socket.gethostname()
-        self.slot = slot
-        self.id = f"{self.host}:{os.getpid()}:{slot}.{generation:x}.{secrets.token_hex(4)}"
+        self.me = broker_holder(slot, generation)
         self.prefix = f"{channel}.singleton."
         # Our own heartbeat, whatever the adapter's URL says: the fence depends on it.
         parts = urlsplit(url)
@@ -242,13 +232,11 @@ class AmqpLeases:
         )
         counted = await chan.declare_queue(tenures.name, passive=True)
         count = counted.declaration_result.message_count
-        grant = Grant(Holder(self.id, self.host, self.slot, os.getpid()), int(count or 1),
-                      time.time())
-        record = {"id": self.id, "host": self.host, "slot": self.slot, "pid": os.getpid(),
-                  "token": grant.token, "since": grant.since}
+        grant = Grant(self.me, int(count or 1), time.time())
+        record = tenure_record(self.me, token=grant.token, since=grant.since)
         holder = await self._holder_queue(chan, name)
         await chan.default_exchange.publish(
-            aio_pika.Message(json.dumps(record).encode(),
+            aio_pika.Message(record.encode(),
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=holder.name,
         )
@@ -266,7 +254,7 @@ class AmqpLeases:
         if message is None:
             return None
         await message.reject(requeue=True)
-        return _grant(message.body)
+        return grant_from_record(message.body)
 
     async def release(self, name: str, token: int) -> None:
         """The runner stopped the function: free the lock for the next holder."""

@@ -16,18 +16,18 @@ the holder's own validity counts from when it sent the request
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import socket
 import time
-from typing import Any
 
 from redis.exceptions import RedisError
 
-from .lease import Grant, Holder
+from .lease import Grant
 from .redis_client import redis_client
-from .singleton_runner import LeaseBackendError
+from .singleton_runner import (
+    LeaseBackendError,
+    broker_holder,
+    grant_from_record,
+    tenure_record,
+)
 
 __all__ = ["RedisLeases"]
 
@@ -64,24 +64,11 @@ return 0
 """
 
 
-def _grant(raw: Any) -> Grant | None:
-    if not raw:
-        return None
-    try:
-        v = json.loads(raw)
-        holder = Holder(str(v["id"]), str(v["host"]), int(v["slot"]), int(v["pid"]))
-        return Grant(holder, int(v["token"]), float(v["since"]))
-    except (ValueError, KeyError, TypeError):
-        return None  # not ours: someone else's key under our prefix
-
-
 class RedisLeases:
     def __init__(
         self, url: str, channel: str, *, slot: int, generation: int, lease_s: float
     ) -> None:
-        self.host = socket.gethostname()
-        self.slot = slot
-        self.id = f"{self.host}:{os.getpid()}:{slot}.{generation:x}.{secrets.token_hex(4)}"
+        self.me = broker_holder(slot, generation)
         self.channel = channel
         self.lease_ms = max(1, int(lease_s * 1000))
         self._redis = redis_client(url, max(0.1, lease_s / 3))
@@ -93,19 +80,19 @@ class RedisLeases:
         return [key, f"{key}:token"]
 
     async def request(self, name: str, seq: int, eligible: bool) -> tuple[bool, Grant | None]:
-        me = json.dumps({"id": self.id, "host": self.host, "slot": self.slot,
-                         "pid": os.getpid(), "since": time.time()})
+        me = tenure_record(self.me, since=time.time())
         try:
             granted, raw = await self._acquire(
-                keys=self._keys(name), args=[self.id, self.lease_ms, me, "1" if eligible else "0"]
+                keys=self._keys(name),
+                args=[self.me.key, self.lease_ms, me, "1" if eligible else "0"],
             )
         except RedisError as exc:
             raise LeaseBackendError(f"redis: {exc}") from exc
-        return bool(granted), _grant(raw)
+        return bool(granted), grant_from_record(raw) if raw else None
 
     async def release(self, name: str, token: int) -> None:
         try:
-            await self._release(keys=self._keys(name), args=[self.id, token])
+            await self._release(keys=self._keys(name), args=[self.me.key, token])
         except RedisError as exc:
             raise LeaseBackendError(f"redis: {exc}") from exc
 

@@ -30,7 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import logging
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -44,7 +48,10 @@ __all__ = [
     "LeaseBackendError",
     "MasterLeases",
     "SingletonRunner",
+    "broker_holder",
+    "grant_from_record",
     "start_singletons",
+    "tenure_record",
 ]
 
 log = logging.getLogger("siocluster.singleton")
@@ -64,6 +71,29 @@ class LeaseBackend(Protocol):
     async def release(self, name: str, token: int) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def broker_holder(slot: int, generation: int) -> Holder:
+    """This worker process as a shared broker's lease names it (Redis, RabbitMQ):
+    its key is unique across hosts and restarts."""
+    host, pid = socket.gethostname(), os.getpid()
+    return Holder(f"{host}:{pid}:{slot}.{generation:x}.{secrets.token_hex(4)}", host, slot, pid)
+
+
+def tenure_record(holder: Holder, **extra: float | int) -> str:
+    """A tenure as a broker stores it (JSON; ``extra``: ``since``, ``token``)."""
+    return json.dumps({"id": holder.key, "host": holder.host, "slot": holder.slot,
+                       "pid": holder.pid, **extra})
+
+
+def grant_from_record(raw: Any) -> Grant | None:
+    """The tenure a broker stored (:func:`tenure_record`), or None."""
+    try:
+        v = json.loads(raw)
+        holder = Holder(str(v["id"]), str(v["host"]), int(v["slot"]), int(v["pid"]))
+        return Grant(holder, int(v["token"]), float(v["since"]))
+    except (ValueError, KeyError, TypeError):
+        return None  # not ours: someone else's data under our prefix
 
 
 def grant_from_view(view: control.LeaseView | None) -> Grant | None:

@@ -290,10 +290,14 @@ def test_rolling_restart_hands_over_without_gap_or_overlap(
     assert "released the lease" in cluster.log()
 
 
-def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -> None:
-    env = {**_env(tmp_path), "SIOCLUSTER_ADAPTER_BACKEND": "redis",
-           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url,
-           "SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT_S": "30"}
+def two_hosts_one_holder(
+    tmp_path: Path, env: dict[str, str], *, what: str, replaced_within: float | None = None
+) -> tuple[list[dict[str, Any]], str]:
+    """Two hosts (two clusters) on one broker: one ticker across both; kill -9 of
+    the holder (ticks resume within the lease plus a heartbeat); SIGSTOP of the
+    next one (replaced, within ``replaced_within`` if given, and it never ticks
+    after SIGCONT).  Returns each host's /status singleton entry, once the
+    masters heard a heartbeat since, and both logs."""
     host_a, host_b = tmp_path / "a", tmp_path / "b"
     host_a.mkdir()
     host_b.mkdir()
@@ -312,39 +316,55 @@ def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -
             for got in clients_a.ticks + clients_b.ticks:
                 recent = {pid for t, pid, _n in got if t >= start}
                 assert len(recent) == 1, recent
-            # Failover across hosts: the key expires, a worker of either host takes it.
+            # Failover across hosts: a worker of either host takes it.
             victim = _holder(rows)
             os.kill(victim, signal.SIGKILL)
             killed = time.time()
             await _until(lambda: [r for r in emitted(tmp_path) if r[0] != victim], 10,
                          "a new ticker")
             took = next(t for pid, _n, t in emitted(tmp_path) if pid != victim) - killed
-            print(f"redis kill -9: ticks resumed after {took:.2f}s")
+            print(f"{what} kill -9: ticks resumed after {took:.2f}s")
             assert took < LEASE_S + HEARTBEAT_S, took
             await asyncio.sleep(1.0)
-            # Fencing against Redis's clock: a paused holder never ticks after SIGCONT.
+            # Fencing against the broker's clock: a paused holder never ticks after SIGCONT.
             paused = _holder(emitted(tmp_path))
             os.kill(paused, signal.SIGSTOP)
             stopped = time.time()
             try:
                 await _until(lambda: [r for r in emitted(tmp_path)
-                                      if r[0] not in (victim, paused)], 10, "a third ticker")
+                                      if r[0] not in (victim, paused)], 15, "a third ticker")
+                took = next(t for pid, _n, t in emitted(tmp_path)
+                            if pid not in (victim, paused)) - stopped
+                print(f"{what} SIGSTOP: ticks resumed after {took:.2f}s")
+                if replaced_within is not None:
+                    assert took < replaced_within, took
             finally:
                 os.kill(paused, signal.SIGCONT)
             await asyncio.sleep(1.5)
             rows = emitted(tmp_path)
-            assert all(t < stopped + 0.05 for pid, _n, t in rows if pid == paused)
+            assert all(t < stopped + 0.05 for pid, _n, t in rows if pid == paused), \
+                "the paused holder emitted after it resumed"
             assert_one_ticker_at_a_time(rows)
             await clients_a.close()
             await clients_b.close()
 
         asyncio.run(main())
         holder = emitted(tmp_path)[-1][0]
-        time.sleep(HEARTBEAT_S * 1.5)  # both masters heard a heartbeat since
+        time.sleep(HEARTBEAT_S * 2.5)  # both masters heard a heartbeat since
+        singles = []
         for cluster in (a, b):
             [single] = cluster.status()["singletons"]
             assert single["holder"]["pid"] == holder, (cluster.port, single)
             assert single["handovers"] >= 1
+            singles.append(single)
+        return singles, a.log() + b.log()
+
+
+def test_redis_two_hosts_one_holder(redis_server: RedisServer, tmp_path: Path) -> None:
+    env = {**_env(tmp_path), "SIOCLUSTER_ADAPTER_BACKEND": "redis",
+           "SIOCLUSTER_ADAPTER_REDIS_URL": redis_server.url,
+           "SIOCLUSTER_HEALTH_HEARTBEAT_TIMEOUT_S": "30"}
+    two_hosts_one_holder(tmp_path, env, what="redis")
 
 
 def test_redis_outage_leaves_no_holder_until_redis_returns(

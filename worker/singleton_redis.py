@@ -17,6 +17,7 @@ the holder's own validity counts from when it sent the request
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
@@ -95,6 +96,9 @@ class RedisLeases:
             await self._release(keys=self._keys(name), args=[self.me.key, token])
         except RedisError as exc:
             raise LeaseBackendError(f"redis: {exc}") from exc
+
+    def set_lost_hook(self, lost: Callable[[str], None]) -> None:
+        pass  # a key expires on Redis's clock: the polls see it
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -36,6 +36,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -71,6 +72,10 @@ class LeaseBackend(Protocol):
     async def release(self, name: str, token: int) -> None: ...
 
     async def close(self) -> None: ...
+
+    def set_lost_hook(self, lost: Callable[[str], None]) -> None:
+        """``lost(name)``: the backend learned between polls that the lease is gone
+        (a RabbitMQ lease connection closed); the others never call it."""
 
 
 def broker_holder(slot: int, generation: int) -> Holder:
@@ -141,6 +146,9 @@ class MasterLeases:
     async def release(self, name: str, token: int) -> None:
         self._send(control.LeaseRelease(name=name, token=token))
 
+    def set_lost_hook(self, lost: Callable[[str], None]) -> None:
+        pass  # the master's answers are all there is
+
     async def close(self) -> None:
         for future in self._waiting.values():
             future.cancel()
@@ -172,9 +180,7 @@ class SingletonRunner:
         self._items = [
             _Singleton(spec, HolderLease(lease_s, margin_for(lease_s))) for spec in specs
         ]
-        set_lost_hook = getattr(backend, "set_lost_hook", None)
-        if set_lost_hook is not None:
-            set_lost_hook(self._lost)  # a backend that learns of a loss between polls
+        backend.set_lost_hook(self._lost)
 
     def _lost(self, name: str) -> None:
         """The backend knows the lease is gone now (not at the next poll): stop."""

@@ -108,6 +108,9 @@ class TableBackend:
     async def close(self) -> None:
         return None
 
+    def set_lost_hook(self, lost: Any) -> None:
+        pass
+
 
 class Sio:
     def __init__(self) -> None:

@@ -53,7 +53,8 @@ def _data(op: dict[str, Any]) -> Any:
 
 def _sock(info: Any) -> dict[str, Any]:
     return {"id": info.id, "rooms": list(info.rooms), "node": info.node,
-            "auth": info.handshake.get("auth"), "query": info.handshake.get("query")}
+            "auth": info.handshake.get("auth"), "query": info.handshake.get("query"),
+            "data": info.data}
 
 
 async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
@@ -68,6 +69,11 @@ async def build(args: argparse.Namespace) -> tuple[web.Application, Any]:
     async def connect(namespace: str, sid: str, environ: Any, auth: Any = None) -> None:
         for room in (auth or {}).get("rooms", []):
             await sio.enter_room(sid, room, namespace=namespace)
+        user = (auth or {}).get("user")
+        if user == "opaque":  # a session that cannot travel between workers
+            await sio.save_session(sid, {"user": object()}, namespace=namespace)
+        elif user:
+            await sio.save_session(sid, {"user": user, "seen": [1, 2]}, namespace=namespace)
 
     @sio.on("whoami", namespace="*")
     async def whoami(namespace: str, sid: str, *args: Any) -> dict[str, Any]:

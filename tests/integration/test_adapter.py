@@ -214,6 +214,16 @@ def test_fetch_sockets_across_workers(cluster: Cluster) -> None:
             assert c.sid() in not_fx and a.sid() not in not_fx and b.sid() not in not_fx
             one = await cluster.op(2, "fetch", room=a.sid())
             assert [s["id"] for s in one] == [a.sid()]
+            # The session travels as Node's socket.data does (builtins only).
+            assert one[0]["data"] == {"user": "ann", "seen": [1, 2]}
+            mine = await cluster.op(0, "fetch", room=a.sid())  # on its own worker
+            assert mine[0]["data"] == {"user": "ann", "seen": [1, 2]}
+            d = await cluster.client(2, auth={"user": "opaque"})
+            try:
+                [opaque] = await cluster.op(0, "fetch", room=d.sid())
+                assert opaque["data"] is None and opaque["id"] == d.sid()
+            finally:
+                await _close(d)
         finally:
             await _close(a, b, c)
 

@@ -86,6 +86,9 @@ class SocketInfo:
     rooms: tuple[Room, ...]
     handshake: dict[str, Any]  # headers, query, address, auth, time
     node: str  # the worker that holds it
+    # The socket's session (python-socketio's save_session: Node's socket.data),
+    # as it travels between workers; None when empty or when it cannot travel.
+    data: Any = None
 
 
 class Handshake(msgspec.Struct, frozen=True):
@@ -104,6 +107,7 @@ class SocketDescription(msgspec.Struct, frozen=True):
     id: str
     rooms: list[Room]
     handshake: Handshake
+    data: Any = None  # the session (a worker of an earlier release sends none)
 
 
 # Bytes in an auth payload stay bytes on the way out (the envelope carries them).
@@ -119,7 +123,7 @@ class _RemoteAck:
 
 
 def describe(
-    sid: str, rooms: list[Room], environ: Mapping[str, Any], auth: Any
+    sid: str, rooms: list[Room], environ: Mapping[str, Any], auth: Any, data: Any = None
 ) -> SocketDescription:
     """One socket's description as it travels in a FETCH_RESP frame."""
     headers = {
@@ -135,13 +139,13 @@ def describe(
         secure=environ.get("wsgi.url_scheme") == "https",
         auth=auth,
     )
-    return SocketDescription(id=sid, rooms=rooms, handshake=handshake)
+    return SocketDescription(id=sid, rooms=rooms, handshake=handshake, data=data)
 
 
 def socket_info(desc: SocketDescription, nsp: str, node: str) -> SocketInfo:
     return SocketInfo(
         id=desc.id, namespace=nsp, rooms=tuple(desc.rooms),
-        handshake=msgspec.structs.asdict(desc.handshake), node=node,
+        handshake=msgspec.structs.asdict(desc.handshake), node=node, data=desc.data,
     )
 
 
@@ -169,6 +173,7 @@ class ClusterCalls:
         self.timeouts = 0
         self.handler_errors = 0
         self.malformed = 0  # socket descriptions that could not be read
+        self.unsendable_sessions = 0  # described without their session (see _session)
 
     # Acks
 
@@ -248,7 +253,7 @@ class ClusterCalls:
     ) -> list[SocketInfo]:
         manager = self._manager
         found = [
-            socket_info(self.describe(namespace, sid, eio_sid), namespace, manager.node)
+            socket_info(await self.describe(namespace, sid, eio_sid), namespace, manager.node)
             for sid, eio_sid in manager._select(namespace, targets, exclude)
         ]
         if targets and not manager._plan(namespace, targets):
@@ -260,9 +265,10 @@ class ClusterCalls:
         )
         return found + self._flatten_sockets(replies, namespace)
 
-    def answer_fetch(self, header: Header) -> None:
+    async def answer_fetch(self, header: Header) -> None:
         sockets = [
-            msgspec.to_builtins(self.describe(header.nsp, sid, eio_sid), builtin_types=_AS_SENT)
+            msgspec.to_builtins(await self.describe(header.nsp, sid, eio_sid),
+                                builtin_types=_AS_SENT)
             for sid, eio_sid in self._manager._select(header.nsp, header.rooms, header.exclude)
         ]
         self._manager.wire.send(
@@ -356,7 +362,28 @@ class ClusterCalls:
     def forget_auth(self, nsp: str, eio_sid: str) -> None:
         self._auth.pop((nsp, eio_sid), None)
 
-    def describe(self, nsp: str, sid: str, eio_sid: str) -> SocketDescription:
+    async def describe(self, nsp: str, sid: str, eio_sid: str) -> SocketDescription:
         manager = self._manager
         environ: dict[str, Any] = getattr(manager.server, "environ", {}).get(eio_sid, {})
-        return describe(sid, manager.get_rooms(sid, nsp), environ, self._auth.get((nsp, eio_sid)))
+        return describe(sid, manager.get_rooms(sid, nsp), environ,
+                        self._auth.get((nsp, eio_sid)), await self._session(nsp, sid))
+
+    async def _session(self, nsp: str, sid: str) -> Any:
+        """The socket's session as it can travel between workers (builtins only: no
+        pickle on any wire), or None: empty, gone, or holding what cannot travel
+        (counted in the adapter's ``errors`` and logged)."""
+        try:
+            session = await self._manager.server.get_session(sid, namespace=nsp)
+        except KeyError:  # disconnected since it was selected
+            return None
+        if not session:
+            return None
+        try:
+            return msgspec.to_builtins(session, builtin_types=_AS_SENT)
+        except (TypeError, ValueError) as exc:
+            self.unsendable_sessions += 1
+            if self.unsendable_sessions == 1 or self.unsendable_sessions % 1000 == 0:
+                log.warning("fetch_sockets: the session of %s cannot go to another worker "
+                            "(%s); described without it (%d so far)",
+                            sid, exc, self.unsendable_sessions)
+            return None

@@ -141,7 +141,7 @@ class ClusterLink:
             self._spawn(calls.on_server_side_frame(parsed))
             return
         if kind == MsgType.FETCH_REQ:
-            calls.answer_fetch(header)
+            await calls.answer_fetch(header)
             return
         # Selector-addressed operations: skip the body unless we hold a target.
         manager = self._manager

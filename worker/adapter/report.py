@@ -42,7 +42,8 @@ def adapter_status(manager: ClusterManager) -> AdapterStatus:
         duplicates=wire.dedupe.duplicates,
         lost=wire.dedupe.lost,
         skipped=link.skipped,
-        errors=link.errors + calls.malformed + transport.transport_errors,
+        errors=(link.errors + calls.malformed + calls.unsendable_sessions
+                + transport.transport_errors),
         handler_errors=calls.handler_errors,
         requests_pending=len(calls.requests),
         requests_timed_out=calls.timeouts,

@@ -52,6 +52,19 @@ def test_a_description_survives_the_wire_bytes_included(codec: Codec) -> None:
         "sid1", "/chat", ("sid1", 7), HANDSHAKE, "0.1")
 
 
+@pytest.mark.parametrize("codec", [Codec.MSGPACK, Codec.JSON])
+def test_a_session_travels_with_its_description(codec: Codec) -> None:
+    data = {"user": "ann", "roles": ["a", "b"], "n": 3}
+    desc = describe("sid1", ["sid1"], ENVIRON, None, data)
+    sent = msgspec.to_builtins(desc, builtin_types=(bytes, bytearray, memoryview))
+    frame = serialize(Envelope(MsgType.FETCH_RESP, "0.1", "/", [sent], to="1.2", rid=1), codec)
+    [raw] = parse(frame).data
+    assert received_socket(raw, "/", "0.1").data == data
+    # A worker of an earlier release sends no session: it reads as None.
+    del sent["data"]
+    assert received_socket(sent, "/", "0.1").data is None
+
+
 def test_a_malformed_description_from_a_peer_is_refused() -> None:
     good = msgspec.to_builtins(describe("s", [], {}, None))
     for bad in ({"id": "x"}, None, 5, {**good, "rooms": "red"},

@@ -21,6 +21,15 @@ Each message is handled in one place, :meth:`ControlChannels.on_message`:
 - ``BootFailed`` is kept for the exit that follows
   (:func:`supervisor.exits.after_exit`).
 
+Backpressure for the log (local recovery): the master writes each entry to
+every serving worker.  A worker whose channel holds more than ``_LAG_BYTES``
+not yet taken makes the master stop reading log entries from the others
+until it has caught up, so their emits wait (``worker.main``'s ``flow``)
+instead of the entries piling up in the master.  It waits at most
+``_LAG_WAIT_S`` per lagging worker: one that takes nothing for that long is
+hung (the heartbeat timeout replaces it), and is no longer waited for, so
+the others' heartbeats are never held up behind it for long.
+
 Nothing here spawns, stops or decides the worker set.  ``POST /emit`` goes
 out on the same channels (:meth:`ControlChannels.emit`).
 """
@@ -48,6 +57,12 @@ __all__ = ["ControlChannels"]
 log = logging.getLogger("siocluster.master")
 
 
+# What a worker's channel may hold, not yet taken, before the master stops reading
+# log entries from the other workers; and how long it waits for one worker.
+_LAG_BYTES = 1 << 20
+_LAG_WAIT_S = 2.0
+
+
 def _writable(h: WorkerHandle) -> bool:
     return h.writer is not None and not h.writer.is_closing()
 
@@ -55,6 +70,9 @@ def _writable(h: WorkerHandle) -> bool:
 class ControlChannels:
     def __init__(self, master: Master) -> None:
         self.master = master
+        self._hung: set[tuple[int, int]] = set()  # (slot, generation) no longer waited for
+        self.lag_waits = 0  # times a log entry waited for a lagging worker
+        self.lag_timeouts = 0  # ... and gave up on it
 
     async def talk(self, h: WorkerHandle) -> None:
         """Configure the worker, then read its messages until the channel closes."""
@@ -64,6 +82,7 @@ class ControlChannels:
         except OSError:
             return
         h.writer = writer
+        writer.transport.set_write_buffer_limits(high=_LAG_BYTES)
         writer.write(
             control.encode(
                 control.Configure(
@@ -84,10 +103,38 @@ class ControlChannels:
                 if msg is None:
                     return
                 self.on_message(h, msg)
+                if isinstance(msg, control.LogAppend):
+                    await self._pace()
         except ConnectionResetError:
             return
         except (OSError, control.FrameError) as exc:
             log.warning("worker %d control channel: %s", h.slot, exc)
+        finally:
+            self._hung.discard((h.slot, h.generation))
+
+    async def _pace(self) -> None:
+        """After a log entry went out: wait while a worker lags (see the module's doc)."""
+        for o in list(self.master.handles):
+            writer, key = o.writer, (o.slot, o.generation)
+            if writer is None or writer.is_closing():
+                continue
+            if writer.transport.get_write_buffer_size() <= _LAG_BYTES:
+                self._hung.discard(key)
+                continue
+            if key in self._hung:
+                continue
+            self.lag_waits += 1
+            try:
+                async with asyncio.timeout(_LAG_WAIT_S):
+                    await writer.drain()
+            except TimeoutError:
+                self._hung.add(key)
+                self.lag_timeouts += 1
+                log.warning("worker %d has not taken the log entries written to it for "
+                            "%.0f s; the others' emits no longer wait for it", o.slot,
+                            _LAG_WAIT_S)
+            except ConnectionError:
+                pass
 
     def _serving_writers(self) -> list[Callable[[bytes], None]]:
         return [

@@ -199,6 +199,10 @@ def _recovery_metrics(m: Master) -> Iterable[Metric]:
         ("log_oldest_age_s", "gauge", "Age of the oldest packet in the recovery log"),
         ("sessions", "gauge", "Sessions the recovery store holds"),
         ("sessions_disconnected", "gauge", "Disconnected sessions still recoverable"),
+        ("lag_waits", "counter", "Log entries the master held back while a worker lagged "
+                                 "(local backend)"),
+        ("lag_timeouts", "counter", "Lagging workers the master stopped waiting for "
+                                    "(local backend)"),
     ):
         family: CounterMetricFamily | GaugeMetricFamily
         if kind == "counter":

@@ -121,7 +121,10 @@ def recovery_status(master: Master) -> dict[str, Any]:
     backend = master.config.adapter.backend
     if master.recovery is not None:
         return {"enabled": True, "backend": backend,
-                **master.recovery.status(h.recovery for h in master.handles)}
+                **master.recovery.status(h.recovery for h in master.handles),
+                # backpressure: a log entry waited for a lagging worker; gave up on one
+                "lag_waits": master.channels.lag_waits,
+                "lag_timeouts": master.channels.lag_timeouts}
     if master.config.recovery.enabled:  # redis: the workers count, Redis holds
         return {"enabled": True, "backend": backend, "window_s":
                 master.config.recovery.max_disconnection_s,

@@ -105,6 +105,13 @@ async def _install_recovery(runtime: WorkerRuntime, manager: ClusterManager,
     def send(message: control.ControlMessage) -> None:
         writer.write(control.encode(message))
 
+    async def flow() -> None:
+        """Backpressure: an emit waits while the channel to the master is over its
+        high-water mark (the master stops reading it while a worker lags)."""
+        if writer.transport.get_write_buffer_size():
+            with contextlib.suppress(ConnectionError):  # the master is gone: we stop
+                await writer.drain()
+
     link: RedisRecoveryLink | None = None
     if config.adapter.backend == "redis" and isinstance(manager.transport, RedisTransport):
         link = RedisRecoveryLink(
@@ -116,6 +123,7 @@ async def _install_recovery(runtime: WorkerRuntime, manager: ClusterManager,
         send = link.send
     runtime.recovery = RecoveryAgent(
         runtime.loaded.sio, manager, send, skip_middlewares=config.recovery.skip_middlewares,
+        flow=flow if link is None else None,  # Redis's link bounds its own writes
     )
     runtime.recovery.install()
     if link is not None:

@@ -284,8 +284,9 @@ def vm_rss(pid: int) -> int:
 
 
 async def slow_reader(cluster: Cluster, count: int, size: int,
-                      closed: Any) -> tuple[int, int]:
-    """Flood a reader that reads nothing; its worker's RSS before and after."""
+                      closed: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Flood a reader that reads nothing from a sender on the other worker: the RSS of
+    the reader's worker and of the sender's, before and after."""
     base = cluster.url
     async with aiohttp.ClientSession() as http:
         sid = (await handshake(http, base))["sid"]
@@ -299,11 +300,10 @@ async def slow_reader(cluster: Cluster, count: int, size: int,
         await ws.send_str("5")
         pid = (await ws_call(ws, "whoami"))["pid"]
         rss_before = vm_rss(pid)
-        # The sender on the other worker: this measures what the reader's worker
-        # holds for a reader that reads nothing, not the flood its own emits would
-        # buffer on their way to the master (a known limit, see the README).
-        # New sessions go to the least-loaded worker: the ones that land on the
-        # reader's stay open until one lands on the other.
+        # The sender on the other worker, so that the reader's worker holds only what
+        # it holds for the reader, and the sender's only what its emits hold on
+        # their way to the master.  New sessions go to the least-loaded worker:
+        # the ones that land on the reader's stay open until one lands on the other.
         extra = []
         for _ in range(100):
             sender_sid = (await handshake(http, base))["sid"]
@@ -320,13 +320,16 @@ async def slow_reader(cluster: Cluster, count: int, size: int,
             raise AssertionError("every new session landed on the reader's worker")
         for other in extra:
             await other.close()
+        sender_pid = (await ws_call(sender, "whoami"))["pid"]
+        sender_before = vm_rss(sender_pid)
         assert await ws_call(sender, "flood", count, size) == count
+        sender_after = vm_rss(sender_pid)
         # The reader stays connected (and reads nothing) until the worker closed it.
         await asyncio.to_thread(eventually, closed, 10.0, 0.1, "the overflow in a heartbeat")
         rss_after = vm_rss(pid)
         await sender.close()
         await ws.close()
-    return rss_before, rss_after
+    return (rss_before, rss_after), (sender_before, sender_after)
 
 
 def test_a_slow_reader_is_closed_at_the_outbound_cap(cluster: Cluster) -> None:
@@ -336,11 +339,71 @@ def test_a_slow_reader_is_closed_at_the_outbound_cap(cluster: Cluster) -> None:
 
     before = overflows()
     flood = 200 * 100_000  # 20 MB to one reader that reads nothing; the cap is 1 MB
-    rss_before, rss_after = asyncio.run(
+    (rss_before, rss_after), (sender_before, sender_after) = asyncio.run(
         slow_reader(cluster, 200, 100_000, lambda: overflows() == before + 1))
     grown = rss_after - rss_before
-    print(f"slow reader: worker RSS grew {grown / 1e6:.1f} MB for a {flood / 1e6:.0f} MB flood")
+    sent = sender_after - sender_before
+    print(f"slow reader: worker RSS grew {grown / 1e6:.1f} MB for a {flood / 1e6:.0f} MB flood; "
+          f"the sender's worker's {sent / 1e6:.1f} MB")
     assert grown < flood / 2, grown
+    # The sender's emits wait for the control channel to the master (backpressure):
+    # they do not pile up in its buffer.
+    assert sent < flood / 4, sent
+
+
+async def flood_past_a_stopped_worker(cluster: Cluster, count: int, size: int,
+                                      stop_s: float | None) -> float:
+    """Flood from one worker while the other is SIGSTOPped (for ``stop_s``, or all
+    along): the seconds the flood's emits took."""
+    base = cluster.url
+    async with aiohttp.ClientSession() as http:
+        sid = (await handshake(http, base))["sid"]
+        assert await post(http, base, sid, "40") == 200
+        await poll(http, base, sid)
+        ws = await http.ws_connect(ws_url(base, sid))
+        await ws.send_str("2probe")
+        assert (await ws.receive(timeout=10)).data == "3probe"
+        await ws.send_str("5")
+        pid = (await ws_call(ws, "whoami"))["pid"]
+        other = next(w["pid"] for w in cluster.status()["workers"] if w["pid"] != pid)
+        os.kill(other, signal.SIGSTOP)
+        loop = asyncio.get_running_loop()
+        resume = None if stop_s is None else loop.call_later(
+            stop_s, os.kill, other, signal.SIGCONT)
+        started = time.monotonic()
+        try:
+            assert await ws_call(ws, "flood", count, size) == count
+        finally:
+            if resume is not None:
+                resume.cancel()
+            os.kill(other, signal.SIGCONT)
+        took = time.monotonic() - started
+        await ws.close()
+    return took
+
+
+def test_a_lagging_worker_paces_the_log_and_a_hung_one_is_left_behind(
+        cluster: Cluster) -> None:
+    """The master stops reading emits while a worker has not taken over 1 MB of the
+    log, for at most 2 s per worker (supervisor/channel.py)."""
+    pids = {w["pid"] for w in cluster.status()["workers"]}
+    before = recovery_status(cluster)
+    # Stopped for 1 s: the flood (10 MB) waits for it.
+    paused = asyncio.run(flood_past_a_stopped_worker(cluster, 100, 100_000, 1.0))
+    mid = recovery_status(cluster)
+    # Stopped all along: waited for 2 s, then left behind.
+    hung = asyncio.run(flood_past_a_stopped_worker(cluster, 100, 100_000, None))
+    after = recovery_status(cluster)
+    print(f"lagging worker: the flood took {paused:.2f} s past a 1 s stop, "
+          f"{hung:.2f} s past a hung worker; waits {after['lag_waits'] - before['lag_waits']}")
+    assert mid["lag_waits"] > before["lag_waits"]
+    assert mid["lag_timeouts"] == before["lag_timeouts"]
+    assert paused >= 0.8, "the flood did not wait for the stopped worker"
+    assert after["lag_timeouts"] == mid["lag_timeouts"] + 1
+    assert 1.8 <= hung < 8.0
+    # Nobody was replaced: the waits held no heartbeat up for long.
+    assert {w["pid"] for w in cluster.status()["workers"]} == pids
+    assert {w["state"] for w in cluster.status()["workers"]} == {"ready"}
 
 
 async def python_clients(url: str) -> tuple[list[Any], list[Any]]:

@@ -208,6 +208,8 @@ class ClusterManager(LocalSockets):
                 self.recovery.append(event, args, namespace, targets, exclude)
             except (TypeError, ValueError) as exc:
                 raise EncodingError(f"cannot encode the emit of {event!r}: {exc}") from None
+            if self.recovery.flow is not None:
+                await self.recovery.flow()  # the channel to the master has room again
             return
         await self._deliver(event, args, namespace, targets, exclude, callback)
         plan = self._plan(namespace, targets)

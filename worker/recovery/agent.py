@@ -16,7 +16,10 @@ patches are in :mod:`.hooks`; the decisions here):
   emit without a callback to :meth:`RecoveryAgent.append` (a ``LogAppend`` to
   the master) instead of delivering it; the master numbers it and sends a
   ``LogDeliver`` to every worker, which delivers it to its own sockets with
-  the offset appended as the last argument (:meth:`on_deliver`).
+  the offset appended as the last argument (:meth:`on_deliver`).  An emit
+  waits while the channel to the master holds more than its high-water mark
+  (``flow``: the stream's ``drain``), so a burst of emits from one handler is
+  paced by the master instead of piling up in the worker.
 * **session state**: the owner sends ``SessionState`` (sid, rooms, data) when a
   socket connects and after each room change or ``save_session``, coalesced
   to one message per session per loop iteration; ``SessionClosed`` when it
@@ -46,7 +49,7 @@ import itertools
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -99,11 +102,14 @@ class _Pending:
 class RecoveryAgent:
     def __init__(
         self, sio: Any, manager: Any, send: Callable[[control.ControlMessage], None],
-        *, skip_middlewares: bool,
+        *, skip_middlewares: bool, flow: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``flow``: awaited after each emit's ``LogAppend``; it returns once the
+        channel to the log has room (None: ``send`` bounds itself)."""
         self.sio = sio
         self.manager = manager
         self._send = send
+        self.flow = flow
         self.skip_middlewares = skip_middlewares
         self.draining = False
         self._rids = itertools.count(1)

@@ -12,9 +12,10 @@ import asyncio
 from typing import Any
 
 import aio_pika
+from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import AMQPError
 
-from worker.adapter.amqp_emitter import durable_exchange
+from worker.adapter.amqp_emitter import declare_emit_queue, durable_exchange
 
 __all__ = ["AmqpPublisher", "publish_sync"]
 
@@ -37,17 +38,23 @@ class AmqpPublisher:
 
         try:
             if self._exchange is None or self._connection.is_closed:
-                self._connection = await aio_pika.connect(self.url, timeout=self.timeout_s)
-                channel = await self._connection.channel(
-                    publisher_confirms=True, on_return_raises=True
-                )
+                connection = self._connection = await aio_pika.connect(
+                    self.url, timeout=self.timeout_s)
+
+                async def open_channel() -> AbstractChannel:
+                    return await connection.channel(publisher_confirms=True,
+                                                    on_return_raises=True)
+
+                if self.queue:
+                    # (and the queue its expired emits are counted from)
+                    channel, queue, _ = await declare_emit_queue(
+                        open_channel, self.queue, self.queue_arguments)
+                else:
+                    channel, queue = await open_channel(), None
                 exchange = await channel.declare_exchange(
                     self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
                 )
-                if self.queue:
-                    queue = await channel.declare_queue(
-                        self.queue, durable=True, arguments=self.queue_arguments
-                    )
+                if queue is not None:
                     await queue.bind(exchange)
                 self._exchange = exchange
             # Confirmed, and mandatory: a full queue (reject-publish) or no queue

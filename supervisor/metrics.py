@@ -280,7 +280,8 @@ def _emit_metrics(m: Master) -> Iterable[Metric]:
     yield emits
     refused = CounterMetricFamily(
         "siocluster_external_refused",
-        "Messages from outside the cluster refused (pickle, malformed, unsupported), "
+        "Messages from outside the cluster refused (pickle, malformed, unsupported) or "
+        "dropped by RabbitMQ for age (expired), "
         "per worker slot", labels=["slot", "source", "reason"],
     )
     for h in m.handles:

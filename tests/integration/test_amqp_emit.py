@@ -163,12 +163,65 @@ def test_published_while_the_cluster_is_down_is_delivered_within_the_bound(
                 assert a.got("kept") == b.got("kept") == [1, 2, 3, [4, "four"]]
                 assert c.got("kept") == [1, 3]
                 assert a.got("too_old") == b.got("too_old") == c.got("too_old") == []
+                # What the TTL dropped is counted, once, not lost silently.
+                assert await expired_count(second, at_least=1) == 1
             finally:
                 await _close(a, b, c)
 
         run(main())
     finally:
         second.stop()
+
+
+async def expired_count(cluster: Cluster, *, at_least: int, timeout_s: float = 10.0) -> int:
+    """The emits the queue dropped for age, as the workers counted them (waiting for
+    ``at_least``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        statuses = [await cluster.op(w.slot, "status") for w in cluster.workers]
+        count = sum(s["external_refused"].get("amqp/expired", 0) for s in statuses)
+        if count >= at_least or time.monotonic() > deadline:
+            return count
+        await asyncio.sleep(0.2)
+
+
+def test_an_emit_queue_from_an_earlier_release_is_used_as_it_is(
+    rabbitmq_server: RabbitMQServer, capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Declared without dead-lettering, with the same settings: the cluster and the
+    emitter use it (its expired emits are not counted; the worker says so)."""
+    name = f"legacy-{os.getpid()}"
+    queue = f"sioc-{name}.emit"
+    arguments = emit_queue_arguments(300.0, 100_000)  # the cluster's defaults
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(rabbitmq_server.url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(queue, durable=True, arguments=arguments)
+
+    run(declare())
+    c = make_cluster(rabbitmq_server, name)
+    try:
+        async def main() -> None:
+            a = await c.client(0)
+            try:
+                await asyncio.to_thread(Emitter("amqp", url=rabbitmq_server.url,
+                                                channel=f"ext-{name}", amqp_queue=queue,
+                                                amqp_queue_arguments=arguments).emit,
+                                        "hello", 1)
+                await asyncio.to_thread(pika_emit, rabbitmq_server.url, f"ext-{name}",
+                                        {"event": "hello", "data": 2})
+                await wait_for(lambda: a.got("hello") == [1, 2], timeout_s=10)
+                status = await c.op(0, "status")
+                assert status["external"]["amqp"]["state"] == "connected"
+            finally:
+                await _close(a)
+
+        run(main())
+        assert "declared without dead-lettering" in capfd.readouterr().err
+    finally:
+        c.stop()
 
 
 class _Boom:

@@ -33,19 +33,31 @@ next one (at least once).
 A fresh worker waits ``start_delay_s`` (``emitter_consume_delay_s``) before
 it consumes: after the whole cluster was down, the clients need a moment to
 reconnect, or the backlog would be delivered to nobody.
+
+What the TTL drops is counted, not lost silently: the queue dead-letters its
+expired messages (through the default exchange) to ``<queue>.expired``, which
+every worker consumes and acknowledges, counting each as refused for reason
+``expired`` (``siocluster_external_refused``), logged once.  That queue keeps
+at most as many messages as the emit queue (``drop-head``), for when no
+worker runs.  An emit queue declared by an earlier release, without
+dead-lettering, is used as it is (RabbitMQ cannot add arguments to a queue):
+its expired messages stay uncounted, which the worker says once
+(:func:`declare_emit_queue`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
-from aio_pika.exceptions import ChannelClosed
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.exceptions import ChannelClosed, ChannelPreconditionFailed
 
 from ..control import ExternalStatus
 from .external import Refused, parse_message
@@ -53,7 +65,8 @@ from .external import Refused, parse_message
 if TYPE_CHECKING:
     from .manager import ClusterManager
 
-__all__ = ["AmqpEmitSource", "durable_exchange", "emit_queue_arguments"]
+__all__ = ["AmqpEmitSource", "declare_emit_queue", "durable_exchange", "emit_queue_arguments",
+           "expired_queue"]
 
 log = logging.getLogger("siocluster.adapter.amqp")
 
@@ -71,6 +84,56 @@ def emit_queue_arguments(ttl_s: float, max_messages: int) -> dict[str, Any]:
         args["x-max-length"] = max_messages
         args["x-overflow"] = "reject-publish"
     return args
+
+
+# What <queue>.expired keeps when the emit queue has no length bound.
+_EXPIRED_MAX = 100_000
+
+
+def expired_queue(queue: str) -> str:
+    return f"{queue}.expired"
+
+
+def _dead_lettered(queue: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The emit queue's arguments with its expired messages routed to ``<queue>.expired``."""
+    return {**arguments, "x-dead-letter-exchange": "",  # the default exchange: by name
+            "x-dead-letter-routing-key": expired_queue(queue)}
+
+
+async def declare_emit_queue(
+    open_channel: Callable[[], Awaitable[AbstractChannel]], name: str,
+    arguments: dict[str, Any],
+) -> tuple[AbstractChannel, AbstractQueue, bool]:
+    """Declare the emit queue ``name`` (``arguments``: :func:`emit_queue_arguments`)
+    and, when it has a TTL, ``<name>.expired`` that its expired messages go to.
+
+    Returns the channel to use (a refusal closes one), the queue, and whether its
+    expired messages are dead-lettered: not when it has no TTL, nor when it
+    exists from an earlier release without dead-lettering (then it is declared
+    with ``arguments`` as they were; a queue with other settings still fails).
+    """
+    channel = await open_channel()
+    if "x-message-ttl" not in arguments:
+        return channel, await channel.declare_queue(name, durable=True, arguments=arguments), \
+            False
+    await channel.declare_queue(expired_queue(name), durable=True, arguments={
+        "x-max-length": arguments.get("x-max-length", _EXPIRED_MAX)})
+    try:
+        queue = await channel.declare_queue(name, durable=True,
+                                            arguments=_dead_lettered(name, arguments))
+        return channel, queue, True
+    except ChannelPreconditionFailed:
+        channel = await open_channel()  # the broker closed the other one
+        return channel, await channel.declare_queue(name, durable=True, arguments=arguments), \
+            False
+
+
+async def _consuming_channel(connection: AbstractConnection) -> AbstractChannel:
+    channel = await connection.channel()
+    # One at a time: order is kept, and an unacked message is redelivered if
+    # this worker dies with it.
+    await channel.set_qos(prefetch_count=1)
+    return channel
 
 
 class AmqpEmitSource:
@@ -111,6 +174,7 @@ class AmqpEmitSource:
         self.received = 0
         self.errors = 0
         self.reconnects = 0
+        self.uncounted_warned = False  # the queue does not dead-letter (said once)
 
     def queue_arguments(self) -> dict[str, Any]:
         return emit_queue_arguments(self.ttl_s, self.max_messages)
@@ -163,6 +227,15 @@ class AmqpEmitSource:
         with contextlib.suppress(Exception):
             await message.ack()
 
+    async def _on_expired(self, message: AbstractIncomingMessage) -> None:
+        """A message the emit queue dropped for age: counted, then gone."""
+        assert self._manager is not None
+        self._manager.refuse(self.name, Refused(
+            "expired", f"older than emitter_queue_ttl_s in queue {self.queue_name!r} before "
+                       "a worker took it (dropped by RabbitMQ)"))
+        with contextlib.suppress(Exception):
+            await message.ack()
+
     async def _consume_forever(self) -> None:
         delay = self.backoff_initial_s
         ever = False
@@ -174,23 +247,29 @@ class AmqpEmitSource:
             try:
                 connection = await aio_pika.connect(self.url, timeout=self.connect_timeout_s)
                 connection.close_callbacks.add(lambda *_: self._lost.set())
-                channel = await connection.channel()
+                channel, queue, dead_lettered = await declare_emit_queue(
+                    functools.partial(_consuming_channel, connection), self.queue_name,
+                    self.queue_arguments())
                 channel.close_callbacks.add(lambda *_: self._lost.set())
-                # One at a time: order is kept, and an unacked message is
-                # redelivered if this worker dies with it.
-                await channel.set_qos(prefetch_count=1)
                 compat = await channel.declare_exchange(
                     self.compat_exchange, aio_pika.ExchangeType.FANOUT
                 )
                 durable = await channel.declare_exchange(
                     self.durable_exchange, aio_pika.ExchangeType.FANOUT, durable=True
                 )
-                queue = await channel.declare_queue(
-                    self.queue_name, durable=True, arguments=self.queue_arguments()
-                )
                 await queue.bind(compat)
                 await queue.bind(durable)
                 await queue.consume(self._on_message)
+                if dead_lettered:
+                    expired = await channel.get_queue(expired_queue(self.queue_name),
+                                                      ensure=False)
+                    await expired.consume(self._on_expired)
+                elif self.ttl_s and not self.uncounted_warned:
+                    self.uncounted_warned = True
+                    log.warning("amqp emit queue %r was declared without dead-lettering (by "
+                                "an earlier siocluster): the emits it drops after "
+                                "emitter_queue_ttl_s are not counted; delete the queue while "
+                                "it is empty to have them counted", self.queue_name)
                 if ever:
                     self.reconnects += 1
                 ever = True

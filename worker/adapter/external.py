@@ -82,7 +82,7 @@ class ExternalClose:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Refused:
-    reason: str  # "pickle", "malformed", "unsupported"
+    reason: str  # "pickle", "malformed", "unsupported"; amqp: "expired" (the queue's TTL)
     detail: str
 
 

@@ -133,8 +133,8 @@ class ControlChannels:
                 log.warning("worker %d has not taken the log entries written to it for "
                             "%.0f s; the others' emits no longer wait for it", o.slot,
                             _LAG_WAIT_S)
-            except ConnectionError:
-                pass
+            except OSError:
+                pass  # that channel is gone: its worker's exit is handled elsewhere
 
     def _serving_writers(self) -> list[Callable[[bytes], None]]:
         return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -310,14 +311,19 @@ def _node(node_client: list[str], *args: str) -> dict[str, Any]:
     ("fastapi_wrapped:app", "/socket.io/", "handoff", "local"),
     ("fastapi_mounted:app", "/ws/socket.io/", "handoff", "redis"),
     ("fastapi_mounted:app", "/ws/socket.io/", "tunnel", "local"),
+    ("fastapi_wrapped:app", "/socket.io/", "handoff", "amqp"),
 ])
 def test_official_js_client(tmp_path: Path, node_client: list[str], app: str, path: str,
-                            mode: str, adapter: str,
+                            mode: str, adapter: str, request: pytest.FixtureRequest,
                             redis_server_factory: Callable[[], RedisServer]) -> None:
     args: tuple[str, ...] = ("--websocket", mode, "--adapter", adapter)
+    env: dict[str, str] = {}
     if adapter == "redis":
         args += ("--redis-url", redis_server_factory().url)
-    with start_cluster(app, workers=2, tmp_path=tmp_path, args=args) as cluster:
+    if adapter == "amqp":
+        env["SIOCLUSTER_ADAPTER_AMQP_URL"] = request.getfixturevalue("rabbitmq_server").url
+        env["SIOCLUSTER_ADAPTER_CHANNEL"] = f"asgi-{os.getpid()}"
+    with start_cluster(app, workers=2, tmp_path=tmp_path, args=args, env=env) as cluster:
         pids = sorted(w["pid"] for w in cluster.ready_workers())
         results = _node(node_client, "sessions", cluster.url, "--clients", str(JS_CLIENTS),
                         "--path", path)
